@@ -1,0 +1,289 @@
+"""Handlers for each sub-command: turn arguments into a command, submit, wait, print."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import json
+import shlex
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from vpcq import config, logs
+from vpcq.cli import embedded, render
+from vpcq.cli.parser import MUTATIONS, UsageError, command_dict, parse_words
+from vpcq.errors import DomainError, VpcqError
+from vpcq.events.commands import Command, parse_command, parse_firewall
+from vpcq.events.connection import connect
+from vpcq.events.jobs import JobQueue
+from vpcq.events.schema import ChangeApplied, ChangeFailed
+from vpcq.events.store import EventStore
+from vpcq.orchestrator.service import Orchestrator, StateLoader, Submitted
+
+
+class CommandFailed(VpcqError):
+    """A command was accepted but a worker could not apply it."""
+
+    exit_code = 1
+
+
+def actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@asynccontextmanager
+async def _redis() -> AsyncIterator[ArqRedis]:
+    redis = await connect(config.redis_url())
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+async def run(ns: argparse.Namespace) -> int:
+    """Dispatch a parsed command line."""
+    p = config.paths()
+    logs.configure(p.logs / "vpcq.log" if p.home.exists() else None, verbose=ns.verbose)
+    if ns.cmd in MUTATIONS:
+        return await _submit(ns, [_command_from(command_dict(ns))])
+    handler = {
+        "submit": _submit_cmd,
+        "list": _list,
+        "log": _log,
+        "status": _status,
+        "replay": _replay,
+        "up": _up,
+        "down": _down,
+    }[ns.cmd]
+    return await handler(ns)
+
+
+# ---- building commands -------------------------------------------------------------------
+
+
+def _command_from(d: dict[str, Any]) -> Command:
+    if d["kind"] == "apply-firewall":
+        path = d.pop("file")
+        try:
+            text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115
+            data = json.loads(text)
+        except OSError as e:
+            raise DomainError("file", f"cannot read {path}: {e.strerror}") from None
+        except json.JSONDecodeError as e:
+            raise DomainError("file", f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
+        d["firewall"], d["file_subnet"] = parse_firewall(data)
+    return parse_command(d)
+
+
+def _batch(text: str) -> tuple[list[Command], list[int]]:
+    """One command per line, `#` comments and blank lines allowed; errors carry the line."""
+    out: list[Command] = []
+    lines: list[int] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            words = shlex.split(stripped, comments=True)
+            out.append(_command_from(parse_words(words)))
+        except (ValueError, UsageError) as e:
+            err = DomainError("command", str(e))
+            err.line = n  # type: ignore[attr-defined]
+            raise err from None
+        except DomainError as e:
+            e.line = n  # type: ignore[attr-defined]
+            raise
+        lines.append(n)
+    return out, lines
+
+
+async def _submit_cmd(ns: argparse.Namespace) -> int:
+    if ns.file:
+        text = sys.stdin.read() if ns.file == "-" else _read(ns.file)
+        commands, lines = _batch(text)
+        if not commands:
+            raise DomainError("file", "no commands in the batch")
+        return await _submit(ns, commands, lines)
+    return await _submit(ns, [_command_from(parse_words(ns.words))])
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        raise DomainError("file", f"cannot read {path}: {e.strerror}") from None
+
+
+# ---- submit and wait -------------------------------------------------------------------------
+
+
+async def _submit(
+    ns: argparse.Namespace, commands: list[Command], lines: list[int] | None = None
+) -> int:
+    async with _redis() as redis:
+        store = EventStore(redis, config.KEY_PREFIX)
+        orch = Orchestrator(redis, store, JobQueue(redis), actor())
+        try:
+            submitted = await orch.submit_batch(commands)
+        except DomainError as e:
+            idx = getattr(e, "index", None)
+            if idx is not None:
+                e.line = lines[idx] if lines else idx + 1  # type: ignore[attr-defined]
+            raise
+        if ns.no_wait:
+            for s in submitted:
+                print(json.dumps(_sub_json(s)) if ns.json else s.command_id)
+            return 0
+        outcomes = await _wait(store, submitted, ns.timeout, progress=len(submitted) > 1)
+    return _report(ns, submitted, outcomes)
+
+
+def _sub_json(s: Submitted) -> dict[str, Any]:
+    return {"command_id": s.command_id, "seq": s.first_seq, "vpcs": list(s.vpcs)}
+
+
+async def _wait(
+    store: EventStore, submitted: list[Submitted], timeout: float, progress: bool
+) -> dict[str, ChangeApplied | ChangeFailed]:
+    want = {s.command_id for s in submitted}
+    outcomes: dict[str, ChangeApplied | ChangeFailed] = {}
+    start = time.monotonic()
+    tty = progress and sys.stderr.isatty()
+
+    async def follow() -> None:
+        after = submitted[0].first_seq
+        async for env in store.follow(after, block_ms=200):
+            ev = env.event
+            if isinstance(ev, ChangeApplied | ChangeFailed) and ev.command_id in want:
+                outcomes.setdefault(ev.command_id, ev)
+                if tty:
+                    _progress(outcomes, len(want), time.monotonic() - start)
+                if len(outcomes) == len(want):
+                    return
+
+    try:
+        await asyncio.wait_for(follow(), timeout)
+    except TimeoutError:
+        pass
+    if tty:
+        print(file=sys.stderr)
+    return outcomes
+
+
+def _progress(outcomes: dict[str, Any], total: int, elapsed: float) -> None:
+    failed = sum(isinstance(o, ChangeFailed) for o in outcomes.values())
+    done = len(outcomes)
+    width = 30
+    filled = int(width * done / total)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done - failed} applied, {failed} failed, "
+        f"{total} total, {rate:.1f}/s"
+    )
+    sys.stderr.flush()
+
+
+def _report(
+    ns: argparse.Namespace, submitted: list[Submitted], outcomes: dict[str, Any]
+) -> int:
+    failed = [s for s in submitted if isinstance(outcomes.get(s.command_id), ChangeFailed)]
+    missing = [s for s in submitted if s.command_id not in outcomes]
+    if ns.json:
+        for s in submitted:
+            o = outcomes.get(s.command_id)
+            status = "pending" if o is None else "applied" if isinstance(o, ChangeApplied) else "failed"
+            reason = o.reason if isinstance(o, ChangeFailed) else None
+            print(json.dumps({**_sub_json(s), "status": status, "reason": reason}))
+    elif len(submitted) == 1 and not failed and not missing:
+        print(f"applied {submitted[0].command_id}")
+    elif not failed and not missing:
+        print(f"applied {len(submitted)} commands")
+    for s in failed:
+        o = outcomes[s.command_id]
+        print(f"vpcq: failed {s.command_id}: {o.reason}", file=sys.stderr)
+    if missing:
+        print(
+            f"vpcq: {len(missing)} command(s) not applied after {ns.timeout:.0f} s "
+            f"(is a worker running? `vpcq up`); `vpcq status {missing[0].command_id}` "
+            "tells later",
+            file=sys.stderr,
+        )
+        return 4
+    return 1 if failed else 0
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+async def _list(ns: argparse.Namespace) -> int:
+    async with _redis() as redis:
+        state = await StateLoader(redis, EventStore(redis, config.KEY_PREFIX)).load()
+    print(json.dumps(render.state_json(state), indent=2) if ns.json else render.state_text(state))
+    return 0
+
+
+async def _replay(ns: argparse.Namespace) -> int:
+    async with _redis() as redis:
+        loader = StateLoader(redis, EventStore(redis, config.KEY_PREFIX))
+        state = await (loader.at(ns.to_seq) if ns.to_seq is not None else loader.load())
+    print(json.dumps(render.state_json(state), indent=2) if ns.json else render.state_text(state))
+    return 0
+
+
+async def _log(ns: argparse.Namespace) -> int:
+    async with _redis() as redis:
+        store = EventStore(redis, config.KEY_PREFIX)
+        async for env in store.iter(after=ns.since):
+            if ns.vpc and ns.vpc not in env.vpcs:
+                continue
+            print(render.log_json(env) if ns.json else render.log_line(env))
+    return 0
+
+
+async def _status(ns: argparse.Namespace) -> int:
+    async with _redis() as redis:
+        state = await StateLoader(redis, EventStore(redis, config.KEY_PREFIX)).load()
+    rec = state.commands.get(ns.command_id)
+    if rec is None:
+        raise DomainError("command_id", f"no command {ns.command_id!r} in the log")
+    if ns.json:
+        print(json.dumps({"command_id": rec.id, "kind": rec.kind, "status": rec.status,
+                          "reason": rec.reason, "seq": rec.seq, "vpcs": list(rec.vpcs),
+                          "actor": rec.actor, "time": rec.time}))
+    else:
+        tail = f": {rec.reason}" if rec.reason else ""
+        print(f"{rec.id} {rec.kind} {rec.status}{tail}")
+    return {"applied": 0, "failed": 1, "pending": 4}[rec.status]
+
+
+# ---- the embedded instance --------------------------------------------------------------------
+
+
+async def _up(ns: argparse.Namespace) -> int:
+    p = config.paths()
+    if "VPCQ_REDIS_URL" not in os.environ and embedded.start_redis(p):
+        print(f"started redis-server ({p.redis_sock})")
+    async with _redis():
+        pass  # reachable, or ConfigError with the one-line reason
+    started = embedded.start_workers(p, ns.workers, ns.verbose)
+    print(f"started {len(started)} worker(s)" if started else "all workers already running")
+    return 0
+
+
+async def _down(ns: argparse.Namespace) -> int:
+    stopped = embedded.stop_all(config.paths())
+    print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0

@@ -1,0 +1,46 @@
+"""The `vpcq` command: parses arguments into commands and calls one submit. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from vpcq.cli.parser import UsageError, build
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `vpcq` and `vpcctl`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = build()
+    try:
+        ns = parser.parse_args(args)
+    except UsageError as e:
+        print(f"vpcq: error: {e}", file=sys.stderr)
+        return 2
+    if ns.cmd is None:
+        parser.print_help()
+        return 0
+    if ns.cmd == "worker":
+        # the worker imports pyroute2; keep it out of this process's imports
+        flags = ["--burst"] if ns.burst else []
+        os.execv(sys.executable, [sys.executable, "-m", "vpcq.workers", *flags])
+    from vpcq.cli import commands  # imported late: `vpcq --help` stays instant
+    from vpcq.errors import VpcqError
+
+    try:
+        return asyncio.run(commands.run(ns))
+    except UsageError as e:
+        print(f"vpcq: error: {e}", file=sys.stderr)
+        return 2
+    except VpcqError as e:
+        where = f"line {e.line}: " if getattr(e, "line", None) else ""  # type: ignore[attr-defined]
+        print(f"vpcq: error: {where}{e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

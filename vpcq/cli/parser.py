@@ -1,0 +1,161 @@
+"""The argument grammar: one parser for the command line, `submit` and batch files."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn
+
+EPILOG = """\
+examples (the tutorial's scenario):
+  vpcq up --workers 2
+  vpcq create-vpc my-vpc 10.0.0.0/16
+  vpcq add-subnet my-vpc web-subnet 10.0.1.0/24 --type public
+  vpcq add-subnet my-vpc db-subnet 10.0.2.0/24 --type private
+  vpcq deploy-app my-vpc web-subnet --port 8000
+  vpcq apply-firewall my-vpc web-subnet rules.json
+  vpcq create-vpc other-vpc 10.1.0.0/16 && vpcq peer-vpcs my-vpc other-vpc
+  vpcq list
+  vpcq log --vpc my-vpc
+  vpcq cleanup
+"""
+
+
+class UsageError(Exception):
+    """A command line that does not parse; carries argparse's message."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting, so batch lines can be checked."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _fmt() -> type[argparse.RawDescriptionHelpFormatter]:
+    return argparse.RawDescriptionHelpFormatter
+
+
+def _cmd(sub: Any, name: str, help_: str, example: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_, description=help_, epilog=f"example:\n  {example}",
+        formatter_class=_fmt(),
+    )
+    return p
+
+
+def _wait_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-wait", action="store_true", help="print the command id and return")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_mutations(sub: Any, *, with_flags: bool) -> None:
+    """The commands that change VPCs (also valid as `submit` arguments and batch lines)."""
+    specs: list[tuple[str, str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
+        ("create-vpc", "create a VPC (a router namespace with an uplink)",
+         "vpcq create-vpc my-vpc 10.0.0.0/16 --interface eth0",
+         [(("name",), {}), (("cidr",), {}),
+          (("--interface",), {"help": "internet interface for NAT (default: $VPCQ_UPLINK, "
+                                      "else the default route's)"})]),
+        ("add-subnet", "add a public or private subnet (a namespace <vpc>-<subnet>)",
+         "vpcq add-subnet my-vpc web-subnet 10.0.1.0/24 --type public",
+         [(("vpc",), {}), (("name",), {}), (("cidr",), {}),
+          (("--type",), {"default": "private", "help": "public|private (default private)"})]),
+        ("delete-subnet", "delete a subnet, its namespace and its app",
+         "vpcq delete-subnet my-vpc db-subnet", [(("vpc",), {}), (("name",), {})]),
+        ("deploy-app", "run an HTTP server in a subnet",
+         "vpcq deploy-app my-vpc web-subnet --port 8000",
+         [(("vpc",), {}), (("subnet",), {}),
+          (("--port",), {"type": int, "default": 8000, "help": "TCP port (default 8000)"})]),
+        ("stop-app", "stop a subnet's app", "vpcq stop-app my-vpc web-subnet",
+         [(("vpc",), {}), (("subnet",), {})]),
+        ("apply-firewall", "apply a security group from the tutorial's JSON file",
+         "vpcq apply-firewall my-vpc web-subnet rules.json",
+         [(("vpc",), {}), (("subnet",), {}), (("file",), {"help": "JSON rules file, - for stdin"})]),
+        ("peer-vpcs", "peer two VPCs (routes for each other's CIDR only)",
+         "vpcq peer-vpcs my-vpc other-vpc", [(("a",), {}), (("b",), {})]),
+        ("unpeer-vpcs", "remove a peering", "vpcq unpeer-vpcs my-vpc other-vpc",
+         [(("a",), {}), (("b",), {})]),
+        ("delete-vpc", "delete a VPC and everything in it", "vpcq delete-vpc my-vpc",
+         [(("name",), {})]),
+        ("cleanup", "delete every VPC", "vpcq cleanup", []),
+        ("rollback", "append the events that bring one VPC back to how it was at SEQ",
+         "vpcq rollback my-vpc --to 42",
+         [(("vpc",), {}), (("--to",), {"type": int, "required": True, "dest": "to_seq",
+                                        "metavar": "SEQ"})]),
+    ]  # fmt: skip
+    for name, help_, example, args in specs:
+        p = _cmd(sub, name, help_, example)
+        for flags, kw in args:
+            p.add_argument(*flags, **kw)
+        if with_flags:
+            _wait_flags(p)
+        p.set_defaults(kind=name)
+
+
+MUTATIONS = {
+    "create-vpc", "add-subnet", "delete-subnet", "deploy-app", "stop-app", "apply-firewall",
+    "peer-vpcs", "unpeer-vpcs", "delete-vpc", "cleanup", "rollback",
+}  # fmt: skip
+
+
+def build() -> Parser:
+    """The `vpcq` parser."""
+    p = Parser(
+        prog="vpcq",
+        description="AWS-style VPCs on this Linux host: every command is an event in a log; "
+        "workers build the kernel state from it.",
+        epilog=EPILOG,
+        formatter_class=_fmt(),
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="also log to stderr")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
+    add_mutations(sub, with_flags=True)
+
+    s = _cmd(sub, "submit", "submit one command, or a batch file (one command per line)",
+             "vpcq submit create-vpc prod 10.1.0.0/16   |   vpcq submit -f batch.txt")
+    s.add_argument("-f", "--file", help="batch file, one command per line; - for stdin")
+    s.add_argument("words", nargs=argparse.REMAINDER, help="a command and its arguments")
+    _wait_flags(s)
+
+    p_list = _cmd(sub, "list", "show every VPC, subnet, app, peering and kernel name",
+                  "vpcq list --json")
+    p_list.add_argument("--json", action="store_true")
+    lg = _cmd(sub, "log", "the audit trail: who did what, when", "vpcq log --vpc my-vpc --since 10")
+    lg.add_argument("--vpc")
+    lg.add_argument("--since", type=int, default=0, metavar="SEQ", help="events after SEQ")
+    lg.add_argument("--json", action="store_true", help="one JSON event per line")
+    st = _cmd(sub, "status", "the fate of a command", "vpcq status 3f2a9c01d4e5b6a7")
+    st.add_argument("command_id")
+    st.add_argument("--json", action="store_true")
+    rp = _cmd(sub, "replay", "the state as it was at SEQ (default: now)", "vpcq replay --to 12")
+    rp.add_argument("--to", type=int, dest="to_seq", metavar="SEQ")
+    rp.add_argument("--json", action="store_true")
+
+    up = _cmd(sub, "up", "start the embedded Redis and N workers (idempotent)",
+              "vpcq up --workers 2")
+    up.add_argument("--workers", type=int, default=1)
+    _cmd(sub, "down", "stop the embedded Redis and the workers, keeping the data", "vpcq down")
+    w = _cmd(sub, "worker", "run one worker in the foreground", "vpcq worker")
+    w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    return p
+
+
+def command_dict(ns: argparse.Namespace) -> dict[str, Any]:
+    """The fields of a mutation's namespace, as a command dict (the file not yet read)."""
+    skip = {"cmd", "verbose", "no_wait", "timeout", "json", "kind"}
+    d = {k: v for k, v in vars(ns).items() if k not in skip}
+    d["kind"] = ns.kind
+    return d
+
+
+def parse_words(words: list[str]) -> dict[str, Any]:
+    """Parse one command's words (a `submit` argument list or a batch line)."""
+    p = Parser(prog="vpcq submit", add_help=False)
+    sub = p.add_subparsers(dest="cmd", parser_class=Parser)
+    add_mutations(sub, with_flags=False)
+    if not words:
+        raise UsageError("no command given")
+    if words[0] not in MUTATIONS:
+        raise UsageError(f"unknown command {words[0]!r}")
+    return command_dict(p.parse_args(words))

@@ -1,0 +1,135 @@
+"""Human and JSON renderings of the state and the log."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from vpcq.events.schema import Envelope
+from vpcq.orchestrator.state import State, Vpc
+
+
+def state_json(state: State) -> dict[str, Any]:
+    """Every name, address, gateway and interface name, for machines."""
+    vpcs = []
+    for v in sorted(state.vpcs.values(), key=lambda v: v.name):
+        vpcs.append(
+            {
+                "name": v.name,
+                "cidr": v.cidr,
+                "router_namespace": v.router_ns,
+                "interface": v.interface,
+                "host_route": v.host_route,
+                "uplink": v.uplink.model_dump(),
+                "pending": [c.id for c in state.pending_for(v.name)],
+                "subnets": [
+                    {
+                        "name": s.name,
+                        "cidr": s.cidr,
+                        "type": "public" if s.public else "private",
+                        "namespace": s.netns,
+                        "address": s.address,
+                        "gateway": s.gateway,
+                        "bridge": s.bridge,
+                        "router_veth": s.veth,
+                        "interface": "eth0",
+                        "app_port": s.app_port,
+                        "firewall": s.firewall.model_dump() if s.firewall else None,
+                    }
+                    for s in sorted(v.subnets.values(), key=lambda s: s.name)
+                ],
+                "peers": [
+                    {
+                        "vpc": p.b if p.a == v.name else p.a,
+                        "interface": p.link.a_if if p.a == v.name else p.link.b_if,
+                        "address": p.link.a_addr if p.a == v.name else p.link.b_addr,
+                        "peer_address": p.link.b_addr if p.a == v.name else p.link.a_addr,
+                    }
+                    for p in state.peers_of(v.name)
+                ],
+            }
+        )
+    return {"seq": state.seq, "vpcs": vpcs}
+
+
+def state_text(state: State) -> str:
+    """A readable tree, like the tutorial's `list`."""
+    if not state.vpcs:
+        return "no VPCs (log at seq %d)" % state.seq
+    lines: list[str] = []
+    for v in sorted(state.vpcs.values(), key=lambda v: v.name):
+        lines += _vpc_lines(state, v)
+    return "\n".join(lines)
+
+
+def _vpc_lines(state: State, v: Vpc) -> list[str]:
+    up = v.uplink
+    head = (
+        f"VPC {v.name}  {v.cidr}  router {v.router_ns}  uplink {up.a_if} {up.a_addr} <-> "
+        f"{up.b_addr}  internet {v.interface or 'auto'}"
+    )
+    out = [head]
+    if not v.host_route:
+        others = [
+            o.name
+            for o in state.vpcs.values()
+            if o.name != v.name
+            and ipaddress.IPv4Network(o.cidr).overlaps(ipaddress.IPv4Network(v.cidr))
+        ]
+        out.append(
+            f"  ! not reachable from the host: {v.cidr} overlaps "
+            f"{', '.join(others) or 'a VPC that existed at its creation'}"
+        )
+    subs = sorted(v.subnets.values(), key=lambda s: s.name)
+    for i, s in enumerate(subs):
+        branch = "└─" if i == len(subs) - 1 else "├─"
+        extra = f"  app :{s.app_port}" if s.app_port else ""
+        if s.firewall:
+            n = len(s.firewall.ingress) + len(s.firewall.egress)
+            extra += f"  firewall {n} rules, default {s.firewall.default}"
+        out.append(
+            f"  {branch} {s.name}  {'public ' if s.public else 'private'}  {s.cidr}  "
+            f"ns {s.netns}  host {s.address}  gw {s.gateway}  bridge {s.bridge}{extra}"
+        )
+    for p in state.peers_of(v.name):
+        other = p.b if p.a == v.name else p.a
+        ifname = p.link.a_if if p.a == v.name else p.link.b_if
+        out.append(f"  ⇄ peered with {other} via {ifname}")
+    pending = state.pending_for(v.name)
+    if pending:
+        out.append(f"  … {len(pending)} change(s) not yet applied")
+    return out
+
+
+def summary(env: Envelope) -> str:
+    """One line saying what an event means."""
+    ev = env.event
+    d = ev.model_dump(exclude={"type"})
+    match ev.type:
+        case "CommandAccepted":
+            args = " ".join(f"{k}={v}" for k, v in d["args"].items() if v is not None)
+            return f"{d['kind']} {args}".strip()
+        case "ChangeApplied":
+            return f"applied {d['command_id']} ({d['steps']} steps)"
+        case "ChangeFailed":
+            return f"failed {d['command_id']}: {d['reason']}"
+        case "VpcRestored":
+            return f"{d['vpc']} restored to seq {d['to_seq']} ({d['reason']})"
+    keep = {k: v for k, v in d.items() if isinstance(v, str | int | bool) and v is not None}
+    return " ".join(f"{k}={v}" for k, v in keep.items())
+
+
+def log_line(env: Envelope) -> str:
+    vpcs = ",".join(env.vpcs) or "-"
+    return (
+        f"{env.seq:>6}  {env.time}  {env.actor:<20}  {env.type:<16}  {vpcs:<16}  "
+        f"{env.command_id}  {summary(env)}"
+    )
+
+
+def log_json(env: Envelope) -> str:
+    return json.dumps(
+        {**env.model_dump(mode="json"), "type": env.type, "vpcs": list(env.vpcs)},
+        separators=(",", ":"),
+    )

@@ -1,0 +1,74 @@
+"""Where vpcq keeps its things: everything lives under $VPCQ_HOME (default /var/lib/vpcq)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+QUEUE = "vpcq:jobs"
+KEY_PREFIX = "vpcq"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Files and directories of one vpcq instance."""
+
+    home: Path
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def run(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "log"
+
+    @property
+    def apps(self) -> Path:
+        return self.home / "apps"
+
+    @property
+    def redis_sock(self) -> Path:
+        return self.run / "redis.sock"
+
+    @property
+    def redis_pass(self) -> Path:
+        return self.home / "redis.pass"
+
+    @property
+    def redis_conf(self) -> Path:
+        return self.home / "redis.conf"
+
+    @property
+    def redis_pid(self) -> Path:
+        return self.run / "redis.pid"
+
+    def worker_pid(self, n: int) -> Path:
+        return self.run / f"worker-{n}.pid"
+
+
+def paths() -> Paths:
+    """The paths of the instance selected by $VPCQ_HOME."""
+    return Paths(Path(os.environ.get("VPCQ_HOME", "/var/lib/vpcq")))
+
+
+def redis_url(p: Paths | None = None) -> str:
+    """$VPCQ_REDIS_URL, or the embedded server's unix socket with its password."""
+    url = os.environ.get("VPCQ_REDIS_URL")
+    if url:
+        return url
+    p = p or paths()
+    password = p.redis_pass.read_text().strip() if p.redis_pass.exists() else ""
+    auth = f"?password={quote(password)}" if password else ""
+    return f"unix://{p.redis_sock}{auth}"
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return url.split("?", 1)[0] if url.startswith("unix://") else url.split("@")[-1]

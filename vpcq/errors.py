@@ -1,0 +1,46 @@
+"""The error taxonomy, translated once at each boundary (CLI exit codes, job outcomes)."""
+
+from __future__ import annotations
+
+
+class VpcqError(Exception):
+    """Base of every error vpcq raises on purpose."""
+
+    exit_code = 1
+
+
+class DomainError(VpcqError):
+    """A command was rejected by the rules of the domain; nothing was appended."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class ConcurrencyError(VpcqError):
+    """The log moved past the version a decision was made on."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"log is at version {actual}, expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class ConfigError(VpcqError):
+    """Infrastructure is missing or unreachable (Redis, a binary, a directory)."""
+
+    exit_code = 3
+
+
+class KernelError(VpcqError):
+    """A kernel operation failed; names the object and the operation."""
+
+    def __init__(self, op: str, obj: str, reason: str, *, transient: bool = False) -> None:
+        super().__init__(f"{op} {obj}: {reason}")
+        self.op = op
+        self.obj = obj
+        self.reason = reason
+        self.transient = transient

@@ -1,0 +1,234 @@
+"""Command schemas: what a user asks for, validated for shape before `decide` sees it."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from vpcq.errors import DomainError
+from vpcq.events.schema import Firewall, Rule
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name (1-32 characters of a-z, 0-9 and '-', "
+            "starting with a letter or digit)"
+        )
+    return value
+
+
+def _network(value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not an IPv4 network with zero host bits ({e})") from e
+    return str(net)
+
+
+def _ifname(value: str) -> str:
+    if not IFNAME_RE.match(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is not a valid interface name")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+Network = Annotated[str, AfterValidator(_network)]
+IfName = Annotated[str, AfterValidator(_ifname)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CreateVpc(_Command):
+    kind: Literal["create-vpc"] = "create-vpc"
+    name: Name
+    cidr: Network
+    interface: IfName | None = None
+
+
+class AddSubnet(_Command):
+    kind: Literal["add-subnet"] = "add-subnet"
+    vpc: Name
+    name: Name
+    cidr: Network
+    type: Literal["public", "private"] = "private"
+
+
+class DeleteSubnet(_Command):
+    kind: Literal["delete-subnet"] = "delete-subnet"
+    vpc: Name
+    name: Name
+
+
+class DeployApp(_Command):
+    kind: Literal["deploy-app"] = "deploy-app"
+    vpc: Name
+    subnet: Name
+    port: Port = 8000
+
+
+class StopApp(_Command):
+    kind: Literal["stop-app"] = "stop-app"
+    vpc: Name
+    subnet: Name
+
+
+class ApplyFirewall(_Command):
+    kind: Literal["apply-firewall"] = "apply-firewall"
+    vpc: Name
+    subnet: Name
+    firewall: Firewall
+    file_subnet: str | None = None  # the file's own "subnet" field, checked by decide
+
+
+class PeerVpcs(_Command):
+    kind: Literal["peer-vpcs"] = "peer-vpcs"
+    a: Name
+    b: Name
+
+
+class UnpeerVpcs(_Command):
+    kind: Literal["unpeer-vpcs"] = "unpeer-vpcs"
+    a: Name
+    b: Name
+
+
+class DeleteVpc(_Command):
+    kind: Literal["delete-vpc"] = "delete-vpc"
+    name: Name
+
+
+class Cleanup(_Command):
+    kind: Literal["cleanup"] = "cleanup"
+
+
+class Rollback(_Command):
+    kind: Literal["rollback"] = "rollback"
+    vpc: Name
+    to_seq: int = Field(ge=0)
+
+
+Command: TypeAlias = Annotated[
+    CreateVpc
+    | AddSubnet
+    | DeleteSubnet
+    | DeployApp
+    | StopApp
+    | ApplyFirewall
+    | PeerVpcs
+    | UnpeerVpcs
+    | DeleteVpc
+    | Cleanup
+    | Rollback,
+    Field(discriminator="kind"),
+]
+
+COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+def parse_command(data: dict[str, Any]) -> Command:
+    """Validate a command's shape; a bad field becomes one DomainError naming it."""
+    try:
+        return COMMAND.validate_python(data)
+    except ValidationError as e:
+        raise _domain_error(e) from None
+
+
+def _domain_error(e: ValidationError) -> DomainError:
+    err = e.errors(include_url=False)[0]
+    loc = [str(p) for p in err["loc"]]
+    # drop the discriminator tag pydantic puts first ("create-vpc", ...)
+    if loc and loc[0] in _KINDS:
+        loc = loc[1:]
+    field = ".".join(loc) or "command"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    return DomainError(field, msg)
+
+
+_KINDS = {
+    "create-vpc", "add-subnet", "delete-subnet", "deploy-app", "stop-app", "apply-firewall",
+    "peer-vpcs", "unpeer-vpcs", "delete-vpc", "cleanup", "rollback",
+}  # fmt: skip
+
+
+# ---- firewall files (the tutorial's JSON) --------------------------------------------------
+
+
+class _RuleFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    protocol: Literal["tcp", "udp", "icmp", "all"] = "tcp"
+    action: Literal["allow", "deny"]
+    port: int | str | None = None
+    cidr: str | None = None
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: int | str | None) -> str | None:
+        if v is None:
+            return None
+        text = str(v).strip()
+        m = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", text)
+        if not m:
+            raise ValueError(f"{v!r} is not a port or a range like 8000-8010")
+        lo = int(m.group(1))
+        hi = int(m.group(2) or lo)
+        if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
+            raise ValueError(f"port {text} is outside 1-65535")
+        if lo > hi:
+            raise ValueError(f"port range {text} is reversed")
+        return str(lo) if lo == hi else f"{lo}-{hi}"
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return str(ipaddress.IPv4Network(v, strict=False))
+        except ValueError as e:
+            raise ValueError(f"{v!r} is not an IPv4 address or network") from e
+
+    @model_validator(mode="after")
+    def _port_needs_protocol(self) -> _RuleFile:
+        if self.port is not None and self.protocol in ("icmp", "all"):
+            raise ValueError(f"a port makes no sense with protocol {self.protocol}")
+        return self
+
+
+class _FirewallFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subnet: str | None = None
+    ingress: list[_RuleFile] = []
+    egress: list[_RuleFile] = []
+    default: Literal["allow", "deny"] = "allow"
+
+
+def parse_firewall(data: Any) -> tuple[Firewall, str | None]:
+    """Parse the tutorial's firewall JSON; return the policy and the file's `subnet` field."""
+    try:
+        f = _FirewallFile.model_validate(data)
+    except ValidationError as e:
+        err = _domain_error(e)
+        raise DomainError(f"firewall.{err.field}", err.reason) from None
+    rules = [Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr) for r in f.ingress]  # type: ignore[arg-type]
+    egress = [Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr) for r in f.egress]  # type: ignore[arg-type]
+    return Firewall(ingress=tuple(rules), egress=tuple(egress), default=f.default), f.subnet

@@ -1,0 +1,266 @@
+"""Event schemas: frozen, past-tense, versioned, and the envelope that carries them in the log.
+
+Addresses and networks are stored as canonical strings: `decide` has validated them already,
+and a trusted replay should not pay for re-parsing them (see LIBRARIES.md, pydantic costs).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class Frozen(BaseModel):
+    """Base of every stored model: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LinkNet(Frozen):
+    """A point-to-point veth pair on a /30 from 100.64.0.0/10; side `a` is the host or peer `a`."""
+
+    net: str
+    a_ns: str | None  # None = the host namespace
+    a_if: str
+    a_addr: str
+    b_ns: str
+    b_if: str
+    b_addr: str
+    prefixlen: int = 30
+
+
+class Rule(Frozen):
+    """One security-group rule, in the order the user wrote it."""
+
+    protocol: Literal["tcp", "udp", "icmp", "all"]
+    action: Literal["allow", "deny"]
+    port: str | None = None  # "80" or "8000-8010"; tcp/udp only
+    cidr: str | None = None  # source (ingress) or destination (egress)
+
+
+class Firewall(Frozen):
+    """A subnet's security group: ordered rules, first match wins, then the default."""
+
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    default: Literal["allow", "deny"] = "allow"
+
+
+# ---- command bookkeeping -------------------------------------------------------------------
+
+
+class CommandAccepted(Frozen):
+    """A command passed validation; its domain events follow in the same append."""
+
+    type: Literal["CommandAccepted"] = "CommandAccepted"
+    kind: str
+    args: dict[str, str | int | bool | None]
+    vpcs: tuple[str, ...]
+    events: int  # how many domain events of this command follow it in the same append
+
+    def aggregates(self) -> tuple[str, ...]:
+        return self.vpcs
+
+
+class ChangeApplied(Frozen):
+    """A worker brought the kernel to the state the log had after the command."""
+
+    type: Literal["ChangeApplied"] = "ChangeApplied"
+    command_id: str
+    vpcs: tuple[str, ...]
+    steps: int = 0
+
+    def aggregates(self) -> tuple[str, ...]:
+        return self.vpcs
+
+
+class ChangeFailed(Frozen):
+    """Applying the command failed; the kernel was brought back and the change removed."""
+
+    type: Literal["ChangeFailed"] = "ChangeFailed"
+    command_id: str
+    vpcs: tuple[str, ...]
+    reason: str
+    undo_errors: tuple[str, ...] = ()
+    caused_by: str | None = None  # set when cancelled because an earlier change failed
+
+    def aggregates(self) -> tuple[str, ...]:
+        return self.vpcs
+
+
+# ---- the domain ----------------------------------------------------------------------------
+
+
+class VpcCreated(Frozen):
+    type: Literal["VpcCreated"] = "VpcCreated"
+    name: str
+    cidr: str
+    key: str  # short stable id used in kernel names
+    router_ns: str
+    interface: str | None  # internet interface; None = $VPCQ_UPLINK or the default route's
+    uplink: LinkNet
+    host_route: bool  # False when the CIDR overlaps an existing VPC
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.name,)
+
+
+class SubnetAdded(Frozen):
+    type: Literal["SubnetAdded"] = "SubnetAdded"
+    vpc: str
+    name: str
+    cidr: str
+    public: bool
+    key: str
+    netns: str  # "<vpc>-<subnet>", the tutorial's name
+    bridge: str  # in the router namespace, holds the gateway
+    veth: str  # router-side end; the subnet-side end is eth0
+    gateway: str  # last host address
+    address: str  # first host address
+    prefixlen: int
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class SubnetDeleted(Frozen):
+    type: Literal["SubnetDeleted"] = "SubnetDeleted"
+    vpc: str
+    name: str
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class AppDeployed(Frozen):
+    type: Literal["AppDeployed"] = "AppDeployed"
+    vpc: str
+    subnet: str
+    port: int
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class AppStopped(Frozen):
+    type: Literal["AppStopped"] = "AppStopped"
+    vpc: str
+    subnet: str
+    port: int
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class FirewallApplied(Frozen):
+    type: Literal["FirewallApplied"] = "FirewallApplied"
+    vpc: str
+    subnet: str
+    firewall: Firewall
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class VpcsPeered(Frozen):
+    type: Literal["VpcsPeered"] = "VpcsPeered"
+    a: str
+    b: str
+    link: LinkNet  # a side in a's router, b side in b's router
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.a, self.b)
+
+
+class VpcsUnpeered(Frozen):
+    type: Literal["VpcsUnpeered"] = "VpcsUnpeered"
+    a: str
+    b: str
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.a, self.b)
+
+
+class VpcDeleted(Frozen):
+    type: Literal["VpcDeleted"] = "VpcDeleted"
+    name: str
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.name,)
+
+
+GenesisEvent: TypeAlias = Annotated[
+    VpcCreated | SubnetAdded | AppDeployed | FirewallApplied | VpcsPeered,
+    Field(discriminator="type"),
+]
+
+
+class VpcRestored(Frozen):
+    """A VPC's state replaced by the one rebuilt from `genesis` (empty: the VPC is gone).
+
+    Appended by rollback and by a failed change: the log is never rewritten.
+    """
+
+    type: Literal["VpcRestored"] = "VpcRestored"
+    vpc: str
+    to_seq: int
+    reason: str
+    genesis: tuple[GenesisEvent, ...]
+    touches: tuple[str, ...] = ()  # peers whose routers change with it
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc, *(t for t in self.touches if t != self.vpc))
+
+
+Event: TypeAlias = Annotated[
+    CommandAccepted
+    | ChangeApplied
+    | ChangeFailed
+    | VpcCreated
+    | SubnetAdded
+    | SubnetDeleted
+    | AppDeployed
+    | AppStopped
+    | FirewallApplied
+    | VpcsPeered
+    | VpcsUnpeered
+    | VpcDeleted
+    | VpcRestored,
+    Field(discriminator="type"),
+]
+
+EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+
+# The schema version of each event type as written today. Older stored versions are
+# upcast on read (see vpcq.events.upcast); a stored event is never edited.
+SCHEMA_VERSIONS: dict[str, int] = {
+    name: 1
+    for name in (
+        "CommandAccepted ChangeApplied ChangeFailed VpcCreated SubnetAdded SubnetDeleted "
+        "AppDeployed AppStopped FirewallApplied VpcsPeered VpcsUnpeered VpcDeleted VpcRestored"
+    ).split()
+}
+
+
+class Envelope(Frozen):
+    """One entry of the log: a typed event and the facts of who, when, why."""
+
+    seq: int = 0  # position in the log; assigned by the store on append
+    schema_version: int = 1
+    command_id: str
+    correlation_id: str
+    actor: str  # "user@host"
+    time: str  # ISO 8601, UTC
+    event: Event
+
+    @property
+    def type(self) -> str:
+        return self.event.type
+
+    @property
+    def vpcs(self) -> tuple[str, ...]:
+        return self.event.aggregates()
+
+
+ENVELOPE: TypeAdapter[Envelope] = TypeAdapter(Envelope)

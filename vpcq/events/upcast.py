@@ -1,0 +1,30 @@
+"""Upcasters: stored events are never edited; old schema versions are lifted on read.
+
+An upcaster takes the JSON dict of an event at version N and returns it at version N + 1.
+Register one per step as `UPCASTERS[(type, N)]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vpcq.events.schema import SCHEMA_VERSIONS
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcast(raw: dict[str, Any]) -> dict[str, Any]:
+    """Lift an envelope dict whose event is older than today's schema, one step at a time."""
+    event = raw["event"]
+    kind = event["type"]
+    version = raw.get("schema_version", 1)
+    current = SCHEMA_VERSIONS[kind]
+    while version < current:
+        step = UPCASTERS.get((kind, version))
+        if step is None:
+            raise ValueError(f"no upcaster for {kind} v{version} -> v{version + 1}")
+        event = step(event)
+        version += 1
+    return {**raw, "event": event, "schema_version": version}

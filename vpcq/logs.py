@@ -1,0 +1,48 @@
+"""structlog setup: JSON lines to a file under $VPCQ_HOME, and to stderr with -v."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+
+def configure(logfile: Path | None, verbose: bool = False, level: int = logging.INFO) -> None:
+    """Route structlog and stdlib logging (arq's included) through one JSON formatter."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+    )
+    handlers: list[logging.Handler] = []
+    if logfile is not None:
+        try:
+            logfile.parent.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(logfile))
+        except OSError:
+            pass  # an unwritable home must not break a read-only command
+    if verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = handlers or [logging.NullHandler()]
+    root.setLevel(level)

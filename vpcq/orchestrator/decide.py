@@ -1,0 +1,261 @@
+"""decide(command, state) -> events: every choice is made here and written into the events."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from vpcq.errors import DomainError
+from vpcq.events.commands import (
+    AddSubnet,
+    ApplyFirewall,
+    Cleanup,
+    Command,
+    CreateVpc,
+    DeleteSubnet,
+    DeleteVpc,
+    DeployApp,
+    PeerVpcs,
+    Rollback,
+    StopApp,
+    UnpeerVpcs,
+)
+from vpcq.events.schema import (
+    AppDeployed,
+    AppStopped,
+    CommandAccepted,
+    FirewallApplied,
+    SubnetAdded,
+    SubnetDeleted,
+    VpcCreated,
+    VpcDeleted,
+    VpcRestored,
+    VpcsPeered,
+    VpcsUnpeered,
+)
+from vpcq.orchestrator import naming
+from vpcq.orchestrator.evolve import DomainEvent
+from vpcq.orchestrator.genesis import genesis, restore_touches
+from vpcq.orchestrator.state import State, Subnet, Vpc, pair
+
+Decision = list[CommandAccepted | DomainEvent]
+
+
+def decide(command: Command, state: State, past: State | None = None) -> Decision:
+    """The events that carry out `command` on `state`; raises DomainError to reject it.
+
+    `past` is the state at the rollback target, needed only by `rollback`.
+    """
+    match command:
+        case CreateVpc():
+            events: Sequence[DomainEvent] = _create_vpc(command, state)
+        case AddSubnet():
+            events = [_add_subnet(command, state)]
+        case DeleteSubnet():
+            _subnet(state, command.vpc, command.name, "name")
+            events = [SubnetDeleted(vpc=command.vpc, name=command.name)]
+        case DeployApp():
+            sub = _subnet(state, command.vpc, command.subnet, "subnet")
+            if sub.app_port is not None:
+                raise DomainError(
+                    "subnet",
+                    f"an app already runs on port {sub.app_port} in {command.vpc}/"
+                    f"{command.subnet}; run stop-app first",
+                )
+            events = [AppDeployed(vpc=command.vpc, subnet=command.subnet, port=command.port)]
+        case StopApp():
+            sub = _subnet(state, command.vpc, command.subnet, "subnet")
+            if sub.app_port is None:
+                raise DomainError("subnet", f"no app runs in {command.vpc}/{command.subnet}")
+            events = [AppStopped(vpc=command.vpc, subnet=command.subnet, port=sub.app_port)]
+        case ApplyFirewall():
+            sub = _subnet(state, command.vpc, command.subnet, "subnet")
+            named = command.file_subnet
+            if named is not None and named not in (sub.name, sub.cidr, sub.netns):
+                raise DomainError(
+                    "firewall.subnet",
+                    f"the file names subnet {named!r}, not {command.subnet} ({sub.cidr})",
+                )
+            events = [
+                FirewallApplied(vpc=command.vpc, subnet=command.subnet, firewall=command.firewall)
+            ]
+        case PeerVpcs():
+            events = [_peer(command, state)]
+        case UnpeerVpcs():
+            _vpc(state, command.a, "a")
+            _vpc(state, command.b, "b")
+            if pair(command.a, command.b) not in state.peerings:
+                raise DomainError("b", f"{command.a} and {command.b} are not peered")
+            events = [VpcsUnpeered(a=command.a, b=command.b)]
+        case DeleteVpc():
+            _vpc(state, command.name, "name")
+            events = _delete_vpcs(state, [command.name])
+        case Cleanup():
+            events = _delete_vpcs(state, sorted(state.vpcs))
+        case Rollback():
+            events = [_rollback(command, state, past)]
+    vpcs: list[str] = []
+    for ev in events:
+        for v in ev.aggregates():
+            if v not in vpcs:
+                vpcs.append(v)
+    accepted = CommandAccepted(
+        kind=command.kind,
+        args=_args(command),
+        vpcs=tuple(vpcs),
+        events=len(events),
+    )
+    return [accepted, *events]
+
+
+def _args(command: Command) -> dict[str, str | int | bool | None]:
+    out: dict[str, str | int | bool | None] = {}
+    for k, v in command.model_dump(exclude={"kind"}).items():
+        if isinstance(v, str | int | bool) or v is None:
+            out[k] = v
+        else:
+            out[k] = str(v) if not isinstance(v, dict) else "<file>"
+    return out
+
+
+# ---- lookups ---------------------------------------------------------------------------------
+
+
+def _vpc(state: State, name: str, field: str) -> Vpc:
+    try:
+        return state.vpcs[name]
+    except KeyError:
+        raise DomainError(field, f"no VPC named {name!r}") from None
+
+
+def _subnet(state: State, vpc: str, name: str, field: str) -> Subnet:
+    v = _vpc(state, vpc, "vpc")
+    try:
+        return v.subnets[name]
+    except KeyError:
+        raise DomainError(field, f"no subnet named {name!r} in VPC {vpc}") from None
+
+
+def _next_linknet(state: State) -> ipaddress.IPv4Network:
+    used = [v.uplink.net for v in state.vpcs.values()] + [
+        p.link.net for p in state.peerings.values()
+    ]
+    return naming.allocate_linknet(used, start=state.linknet_hwm)
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+
+def _create_vpc(cmd: CreateVpc, state: State) -> list[DomainEvent]:
+    if cmd.name in state.vpcs:
+        raise DomainError("name", f"a VPC named {cmd.name!r} already exists")
+    net = ipaddress.IPv4Network(cmd.cidr)
+    if not 8 <= net.prefixlen <= 28:
+        raise DomainError("cidr", f"{cmd.cidr} must be between /8 and /28")
+    key = naming.short_key(cmd.name, {v.key for v in state.vpcs.values()}, 6)
+    router = naming.router_ns(cmd.name)
+    overlaps = [
+        v.name for v in state.vpcs.values() if ipaddress.IPv4Network(v.cidr).overlaps(net)
+    ]
+    uplink = naming.linknet(
+        _next_linknet(state),
+        None,
+        naming.uplink_host_if(key),
+        router,
+        naming.UPLINK_IF,
+    )
+    return [
+        VpcCreated(
+            name=cmd.name,
+            cidr=cmd.cidr,
+            key=key,
+            router_ns=router,
+            interface=cmd.interface,
+            uplink=uplink,
+            host_route=not overlaps,
+        )
+    ]
+
+
+def _add_subnet(cmd: AddSubnet, state: State) -> SubnetAdded:
+    vpc = _vpc(state, cmd.vpc, "vpc")
+    if cmd.name in vpc.subnets:
+        raise DomainError("name", f"subnet {cmd.name!r} already exists in VPC {cmd.vpc}")
+    net = ipaddress.IPv4Network(cmd.cidr)
+    if not net.subnet_of(ipaddress.IPv4Network(vpc.cidr)):
+        raise DomainError("cidr", f"{cmd.cidr} is not inside VPC {cmd.vpc} ({vpc.cidr})")
+    if net.prefixlen > 29:
+        raise DomainError("cidr", f"{cmd.cidr} is smaller than a /29")
+    for sib in vpc.subnets.values():
+        if ipaddress.IPv4Network(sib.cidr).overlaps(net):
+            raise DomainError("cidr", f"{cmd.cidr} overlaps subnet {sib.name} ({sib.cidr})")
+    netns = naming.subnet_ns(cmd.vpc, cmd.name)
+    for other in state.vpcs.values():
+        for s in other.subnets.values():
+            if s.netns == netns:
+                raise DomainError(
+                    "name",
+                    f"namespace {netns!r} is already used by subnet {other.name}/{s.name}",
+                )
+    key = naming.short_key(f"{cmd.vpc}/{cmd.name}", {s.key for s in vpc.subnets.values()}, 6)
+    return SubnetAdded(
+        vpc=cmd.vpc,
+        name=cmd.name,
+        cidr=cmd.cidr,
+        public=cmd.type == "public",
+        key=key,
+        netns=netns,
+        bridge=naming.bridge_if(key),
+        veth=naming.subnet_veth_if(key),
+        gateway=str(net.broadcast_address - 1),
+        address=str(net.network_address + 1),
+        prefixlen=net.prefixlen,
+    )
+
+
+def _peer(cmd: PeerVpcs, state: State) -> VpcsPeered:
+    if cmd.a == cmd.b:
+        raise DomainError("b", "a VPC cannot be peered with itself")
+    a = _vpc(state, cmd.a, "a")
+    b = _vpc(state, cmd.b, "b")
+    if pair(a.name, b.name) in state.peerings:
+        raise DomainError("b", f"{a.name} and {b.name} are already peered")
+    if ipaddress.IPv4Network(a.cidr).overlaps(ipaddress.IPv4Network(b.cidr)):
+        raise DomainError("b", f"{a.name} ({a.cidr}) and {b.name} ({b.cidr}) overlap")
+    link = naming.linknet(
+        _next_linknet(state),
+        a.router_ns,
+        naming.peer_if(b.key),
+        b.router_ns,
+        naming.peer_if(a.key),
+    )
+    return VpcsPeered(a=a.name, b=b.name, link=link)
+
+
+def _delete_vpcs(state: State, names: list[str]) -> list[DomainEvent]:
+    out: list[DomainEvent] = []
+    seen: set[str] = set()
+    for name in names:
+        for p in state.peers_of(name):
+            k = pair(p.a, p.b)
+            if k not in seen:
+                seen.add(k)
+                out.append(VpcsUnpeered(a=p.a, b=p.b))
+        out.append(VpcDeleted(name=name))
+    return out
+
+
+def _rollback(cmd: Rollback, state: State, past: State | None) -> VpcRestored:
+    if past is None or past.seq != cmd.to_seq:
+        raise DomainError("to", "the state at the target sequence number was not provided")
+    if cmd.to_seq > state.seq:
+        raise DomainError("to", f"{cmd.to_seq} is beyond the end of the log ({state.seq})")
+    if cmd.vpc not in state.vpcs and cmd.vpc not in past.vpcs:
+        raise DomainError("vpc", f"no VPC named {cmd.vpc!r} now or at {cmd.to_seq}")
+    return VpcRestored(
+        vpc=cmd.vpc,
+        to_seq=cmd.to_seq,
+        reason=f"rollback to {cmd.to_seq}",
+        genesis=tuple(genesis(past, cmd.vpc, live=state)),
+        touches=restore_touches(state, cmd.vpc, past),
+    )

@@ -1,0 +1,88 @@
+"""Deterministic kernel names (<= 15 characters for interfaces) and link-net allocation."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Set
+
+from vpcq.events.schema import LinkNet
+
+IFNAMSIZ = 15
+LINKNET_POOL = ipaddress.IPv4Network("100.64.0.0/10")
+HOST_PREFIX = "vq"  # every host-side interface vpcq makes starts with this
+ROUTER_NS_PREFIX = "vpcq_"  # router namespaces; '_' never appears in a user's name
+UPLINK_IF = "uplink"  # the router's end of its uplink
+SUBNET_IF = "eth0"  # the subnet namespace's end of its veth
+
+
+def short_key(seed: str, taken: Set[str], length: int) -> str:
+    """A hex key derived from `seed`, stable, and not in `taken` (rehashed on collision)."""
+    for salt in range(1000):
+        text = seed if salt == 0 else f"{seed}#{salt}"
+        key = hashlib.sha256(text.encode()).hexdigest()[:length]
+        if key not in taken:
+            return key
+    raise RuntimeError(f"no free key for {seed!r}")  # pragma: no cover - 16^6 keys
+
+
+def router_ns(vpc: str) -> str:
+    return f"{ROUTER_NS_PREFIX}{vpc}"
+
+
+def subnet_ns(vpc: str, subnet: str) -> str:
+    return f"{vpc}-{subnet}"
+
+
+def uplink_host_if(vpc_key: str) -> str:
+    return f"{HOST_PREFIX}{vpc_key}u"
+
+
+def bridge_if(subnet_key: str) -> str:
+    return f"vb-{subnet_key}"
+
+
+def subnet_veth_if(subnet_key: str) -> str:
+    return f"vs-{subnet_key}"
+
+
+def peer_if(other_vpc_key: str) -> str:
+    return f"vp-{other_vpc_key}"
+
+
+def linknet_index(net: str) -> int:
+    """The position of a /30 link-net in the pool."""
+    return (int(ipaddress.IPv4Network(net).network_address) - int(LINKNET_POOL.network_address)) // 4
+
+
+def allocate_linknet(used: Iterable[str], start: int = 0) -> ipaddress.IPv4Network:
+    """The first free /30 of 100.64.0.0/10 at or after index `start`, wrapping around.
+
+    Starting past every link-net ever allocated (the state's high-water mark) means a freed
+    link-net is not reused soon, so restoring an old VPC never finds its link-net taken.
+    """
+    taken = {int(ipaddress.IPv4Network(n).network_address) for n in used}
+    base = int(LINKNET_POOL.network_address)
+    size = LINKNET_POOL.num_addresses // 4
+    for j in range(size):
+        addr = base + 4 * ((start + j) % size)
+        if addr not in taken:
+            return ipaddress.IPv4Network((addr, 30))
+    raise RuntimeError("the link-net pool 100.64.0.0/10 is exhausted")  # pragma: no cover
+
+
+def linknet(net: ipaddress.IPv4Network, a_ns: str | None, a_if: str, b_ns: str, b_if: str) -> LinkNet:
+    """A /30 link: side a gets .1, side b gets .2."""
+    hosts = list(net.hosts())
+    for name in (a_if, b_if):
+        assert len(name) <= IFNAMSIZ, name
+    return LinkNet(
+        net=str(net),
+        a_ns=a_ns,
+        a_if=a_if,
+        a_addr=str(hosts[0]),
+        b_ns=b_ns,
+        b_if=b_if,
+        b_addr=str(hosts[1]),
+        prefixlen=net.prefixlen,
+    )

@@ -1,0 +1,152 @@
+"""submit(): the one impure runner around decide — load, decide, append, enqueue."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from vpcq.config import KEY_PREFIX
+from vpcq.errors import ConcurrencyError, DomainError
+from vpcq.events.commands import Command, Rollback
+from vpcq.events.jobs import JobQueue
+from vpcq.events.schema import ChangeApplied, Envelope
+from vpcq.events.store import EventStore
+from vpcq.orchestrator.decide import decide
+from vpcq.orchestrator.evolve import fold
+from vpcq.orchestrator.snapshot import dump_state, load_state
+from vpcq.orchestrator.state import INITIAL, State
+
+MAX_RETRIES = 20
+SNAPSHOT_EVERY = 2000
+
+
+@dataclass(frozen=True)
+class Submitted:
+    command_id: str
+    first_seq: int
+    last_seq: int
+    vpcs: tuple[str, ...]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class StateLoader:
+    """The current state: a snapshot (if any) plus the tail of the log, cached in-process."""
+
+    def __init__(self, redis: Redis, store: EventStore) -> None:
+        self.redis = redis
+        self.store = store
+        self.snapshot_key = f"{KEY_PREFIX}:snapshot"
+        self._state: State | None = None
+
+    async def load(self) -> State:
+        """The state folded up to the end of the log."""
+        state = self._state
+        if state is None:
+            raw = await self.redis.get(self.snapshot_key)
+            state = load_state(raw) if raw else INITIAL
+        base = state.seq
+        state = fold(state, await self.store.read(after=state.seq))
+        if state.seq - base >= SNAPSHOT_EVERY:
+            await self.redis.set(self.snapshot_key, dump_state(state))
+        self._state = state
+        return state
+
+    async def at(self, seq: int) -> State:
+        """The state as it was right after event `seq` (a full replay)."""
+        return fold(INITIAL, await self.store.read(after=0, upto=seq))
+
+
+class Orchestrator:
+    """Validates commands into events, appends them with optimistic concurrency, enqueues."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        store: EventStore,
+        queue: JobQueue,
+        actor: str,
+        clock: Callable[[], str] = utc_now,
+        ids: Callable[[], str] = new_id,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.loader = StateLoader(redis, store)
+        self.actor = actor
+        self.clock = clock
+        self.ids = ids
+
+    async def submit(self, command: Command, correlation_id: str | None = None) -> Submitted:
+        """Append the events of one command; returns its id and where it landed."""
+        return (await self.submit_batch([command], correlation_id))[0]
+
+    async def submit_batch(
+        self, commands: Sequence[Command], correlation_id: str | None = None
+    ) -> list[Submitted]:
+        """Decide every command on the state plus the batch's earlier commands; append all
+        atomically or nothing. A rejected command raises DomainError with its index."""
+        correlation = correlation_id or self.ids()
+        cmd_ids = [self.ids() for _ in commands]
+        for _ in range(MAX_RETRIES):
+            state = await self.loader.load()
+            envelopes: list[Envelope] = []
+            results: list[Submitted] = []
+            seq = state.seq
+            for i, (command, cid) in enumerate(zip(commands, cmd_ids, strict=True)):
+                past = await self.loader.at(command.to_seq) if isinstance(command, Rollback) else None
+                try:
+                    events = decide(command, state, past)
+                except DomainError as e:
+                    if len(commands) > 1:
+                        e.index = i  # type: ignore[attr-defined]
+                    raise
+                now = self.clock()
+                envs = [
+                    Envelope(
+                        seq=seq + 1 + j,
+                        command_id=cid,
+                        correlation_id=correlation,
+                        actor=self.actor,
+                        time=now,
+                        event=ev,
+                    )
+                    for j, ev in enumerate(events)
+                ]
+                if not events[0].aggregates():
+                    # nothing for a worker to do (e.g. cleanup of an empty log): done now
+                    envs.append(
+                        Envelope(
+                            seq=seq + 1 + len(envs),
+                            command_id=cid,
+                            correlation_id=correlation,
+                            actor=self.actor,
+                            time=now,
+                            event=ChangeApplied(command_id=cid, vpcs=()),
+                        )
+                    )
+                state = fold(state, envs)
+                results.append(
+                    Submitted(cid, seq + 1, seq + len(envs), events[0].aggregates())
+                )
+                seq += len(envs)
+                envelopes += envs
+            try:
+                version = await self.store.append(envelopes, expected_version=envelopes[0].seq - 1)
+            except ConcurrencyError:
+                continue  # someone appended first: re-read the tail and decide again
+            vpcs: list[str] = []
+            for r in results:
+                vpcs += [v for v in r.vpcs if v not in vpcs]
+            await self.queue.reconcile(vpcs, version)
+            return results
+        raise ConcurrencyError(-1, -1)

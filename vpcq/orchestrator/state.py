@@ -1,0 +1,88 @@
+"""The folded state: immutable records, rebuilt from the log by `evolve`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+from vpcq.events.schema import Firewall, LinkNet
+
+Status = Literal["pending", "applied", "failed"]
+
+_EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Subnet:
+    name: str
+    cidr: str
+    public: bool
+    key: str
+    netns: str
+    bridge: str
+    veth: str
+    gateway: str
+    address: str
+    prefixlen: int
+    app_port: int | None = None
+    firewall: Firewall | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Vpc:
+    name: str
+    cidr: str
+    key: str
+    router_ns: str
+    interface: str | None
+    uplink: LinkNet
+    host_route: bool
+    subnets: Mapping[str, Subnet] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Peering:
+    a: str
+    b: str
+    link: LinkNet
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    id: str
+    kind: str
+    seq: int  # seq of its CommandAccepted
+    last_seq: int  # seq of its last domain event
+    vpcs: tuple[str, ...]
+    status: Status = "pending"
+    reason: str | None = None
+    actor: str = ""
+    time: str = ""
+
+
+def pair(a: str, b: str) -> str:
+    """The key of a peering: the two names in sorted order ('|' never appears in a name)."""
+    return f"{a}|{b}" if a <= b else f"{b}|{a}"
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    seq: int = 0
+    vpcs: Mapping[str, Vpc] = field(default_factory=dict)
+    peerings: Mapping[str, Peering] = field(default_factory=dict)
+    commands: Mapping[str, CommandRecord] = field(default_factory=dict)
+    pending: tuple[str, ...] = ()  # command ids in log order
+    linknet_hwm: int = 0  # one past the highest link-net index ever allocated
+
+    def peers_of(self, vpc: str) -> list[Peering]:
+        """Peerings that involve `vpc`."""
+        return [p for p in self.peerings.values() if vpc in (p.a, p.b)]
+
+    def pending_for(self, vpc: str) -> list[CommandRecord]:
+        """Pending commands that touch `vpc`, in log order."""
+        return [c for c in (self.commands[i] for i in self.pending) if vpc in c.vpcs]
+
+
+INITIAL = State()
