@@ -167,6 +167,8 @@ class VpcsPeered(Frozen):
     type: Literal["VpcsPeered"] = "VpcsPeered"
     a: str
     b: str
+    a_cidr: str
+    b_cidr: str
     link: LinkNet  # a side in a's router, b side in b's router
 
     def aggregates(self) -> tuple[str, ...]:

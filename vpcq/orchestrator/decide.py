@@ -229,7 +229,7 @@ def _peer(cmd: PeerVpcs, state: State) -> VpcsPeered:
         b.router_ns,
         naming.peer_if(a.key),
     )
-    return VpcsPeered(a=a.name, b=b.name, link=link)
+    return VpcsPeered(a=a.name, b=b.name, a_cidr=a.cidr, b_cidr=b.cidr, link=link)
 
 
 def _delete_vpcs(state: State, names: list[str]) -> list[DomainEvent]:

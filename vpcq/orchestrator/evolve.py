@@ -30,7 +30,7 @@ DomainEvent = (
 )  # fmt: skip
 
 
-class _Fold:
+class Folder:
     """Mutable scratch copies of one State, so folding a batch copies each map once."""
 
     def __init__(self, state: State) -> None:
@@ -65,6 +65,7 @@ class _Fold:
                 vpcs=ev.vpcs,
                 actor=env.actor,
                 time=env.time,
+                correlation_id=env.correlation_id,
             )
             self.pending[env.command_id] = None
         elif isinstance(ev, ChangeApplied):
@@ -124,7 +125,9 @@ class _Fold:
             case FirewallApplied():
                 self._subnet(ev.vpc, ev.subnet, firewall=ev.firewall)
             case VpcsPeered():
-                self.peerings[pair(ev.a, ev.b)] = Peering(a=ev.a, b=ev.b, link=ev.link)
+                self.peerings[pair(ev.a, ev.b)] = Peering(
+                    a=ev.a, b=ev.b, link=ev.link, a_cidr=ev.a_cidr, b_cidr=ev.b_cidr
+                )
                 self._linknet(ev.link.net)
             case VpcsUnpeered():
                 self.peerings.pop(pair(ev.a, ev.b), None)
@@ -151,7 +154,7 @@ class _Fold:
 
 def fold(state: State, envelopes: Iterable[Envelope]) -> State:
     """Apply envelopes in order; pure (the input state is never modified)."""
-    f = _Fold(state)
+    f = Folder(state)
     for env in envelopes:
         f.envelope(env)
     return f.build()

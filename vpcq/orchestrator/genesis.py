@@ -9,7 +9,7 @@ from vpcq.events.schema import (
     VpcCreated,
     VpcsPeered,
 )
-from vpcq.orchestrator.state import State
+from vpcq.orchestrator.state import State, VpcView, view_of
 
 Genesis = VpcCreated | SubnetAdded | AppDeployed | FirewallApplied | VpcsPeered
 
@@ -19,9 +19,15 @@ def genesis(state: State, vpc: str, live: State | None = None) -> list[Genesis]:
 
     With `live`, peerings whose other side no longer exists in `live` are left out.
     """
-    v = state.vpcs.get(vpc)
+    return genesis_of(view_of(state, vpc), None if live is None else set(live.vpcs))
+
+
+def genesis_of(view: VpcView, live: set[str] | None = None) -> list[Genesis]:
+    """Events that recreate the VPC of `view`; peerings with VPCs not in `live` left out."""
+    v = view.vpc
     if v is None:
         return []
+    vpc = v.name
     out: list[Genesis] = [
         VpcCreated(
             name=v.name,
@@ -53,10 +59,10 @@ def genesis(state: State, vpc: str, live: State | None = None) -> list[Genesis]:
             out.append(FirewallApplied(vpc=vpc, subnet=s.name, firewall=s.firewall))
         if s.app_port is not None:
             out.append(AppDeployed(vpc=vpc, subnet=s.name, port=s.app_port))
-    for p in state.peers_of(vpc):
+    for p in view.peerings:
         other = p.b if p.a == vpc else p.a
-        if live is None or other in live.vpcs:
-            out.append(VpcsPeered(a=p.a, b=p.b, link=p.link))
+        if live is None or other in live:
+            out.append(VpcsPeered(a=p.a, b=p.b, a_cidr=p.a_cidr, b_cidr=p.b_cidr, link=p.link))
     return out
 
 

@@ -47,6 +47,8 @@ class Peering:
     a: str
     b: str
     link: LinkNet
+    a_cidr: str
+    b_cidr: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class CommandRecord:
     reason: str | None = None
     actor: str = ""
     time: str = ""
+    correlation_id: str = ""
 
 
 def pair(a: str, b: str) -> str:
@@ -86,3 +89,16 @@ class State:
 
 
 INITIAL = State()
+
+
+@dataclass(frozen=True, slots=True)
+class VpcView:
+    """All the log says about one VPC at one point: itself and its peerings."""
+
+    vpc: Vpc | None
+    peerings: tuple[Peering, ...] = ()
+
+
+def view_of(state: State, name: str) -> VpcView:
+    """One VPC's view of a state."""
+    return VpcView(state.vpcs.get(name), tuple(state.peers_of(name)))

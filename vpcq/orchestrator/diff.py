@@ -1,0 +1,87 @@
+"""diff(desired, actual) -> ordered steps: the one mechanism behind apply, rollback, restore,
+drift repair and delete. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from vpcq.orchestrator.topology import (
+    Addr,
+    Bridge,
+    App,
+    HostChain,
+    LinkState,
+    Netns,
+    Resource,
+    Route,
+    Rules,
+    Sysctl,
+    Topology,
+    Veth,
+)
+
+Op = Literal["create", "delete", "update"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    op: Op
+    resource: Resource
+
+    def describe(self) -> str:
+        r = self.resource
+        where = getattr(r, "ns", None) or "host"
+        name = " ".join(str(k) for k in r.key[1:] if k is not None and k != where)
+        return f"{self.op} {type(r).__name__.lower()} {name} in {where}".replace("  ", " ")
+
+
+def diff(desired: Topology, actual: Topology) -> list[Step]:
+    """Steps that turn `actual` into `desired`: deletes (inside out), then creates/updates."""
+    doomed_ns = {r.name for k, r in actual.items() if isinstance(r, Netns) and k not in desired}
+    dying_links: set[tuple[str | None, str]] = set()
+    for key, r in actual.items():
+        if isinstance(r, Veth | Bridge) and desired.get(key) != r:
+            dying_links.add((r.ns, r.name))
+            if isinstance(r, Veth):
+                dying_links.add((r.peer_ns, r.peer_name))
+    deletes: list[Step] = []
+    for key, r in actual.items():
+        want = desired.get(key)
+        if want == r or (want is not None and _updatable(r)):
+            continue  # equal, or changed in place below
+        if not _dies_with(r, doomed_ns, dying_links):
+            deletes.append(Step("delete", r))
+    ups: list[Step] = []
+    for key, r in desired.items():
+        have = actual.get(key)
+        if have == r:
+            continue
+        ups.append(Step("update" if have is not None and _updatable(r) else "create", r))
+    deletes.sort(key=lambda s: -s.resource.rank)
+    ups.sort(key=lambda s: s.resource.rank)
+    return deletes + ups
+
+
+def _updatable(r: Resource) -> bool:
+    # these are changed in place; everything else is deleted and created again
+    return isinstance(r, Sysctl | LinkState | Route | Rules | HostChain)
+
+
+def _dies_with(
+    r: Resource, doomed: set[str], dying_links: set[tuple[str | None, str]]
+) -> bool:
+    """True when another step (a namespace or link removal) takes `r` with it."""
+    match r:
+        case Netns() | App() | HostChain():
+            return False  # apps hold a namespace alive; host chains live on the host
+        case Sysctl():
+            return r.ns is None or r.ns in doomed  # host sysctls are left as they are
+        case LinkState():
+            return True  # a link's state goes with the link; nothing to undo
+        case Veth():
+            return r.ns in doomed or r.peer_ns in doomed
+        case Addr() | Route():
+            return r.ns in doomed or (r.ns, r.dev) in dying_links
+        case _:
+            return r.ns in doomed

@@ -1,0 +1,41 @@
+"""The worker's in-memory fold of the log, with every VPC's history of views."""
+
+from __future__ import annotations
+
+import bisect
+
+from vpcq.events.store import EventStore
+from vpcq.orchestrator.evolve import Folder
+from vpcq.orchestrator.state import INITIAL, State, VpcView
+
+
+class LogCache:
+    """Folds the tail on demand; answers "how did VPC x look at seq n" without a replay."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.state: State = INITIAL
+        self._seqs: dict[str, list[int]] = {}
+        self._views: dict[str, list[VpcView]] = {}
+
+    async def refresh(self) -> State:
+        envs = await self.store.read(after=self.state.seq)
+        if not envs:
+            return self.state
+        f = Folder(self.state)
+        for env in envs:
+            f.envelope(env)
+            for v in env.vpcs:
+                peerings = tuple(p for p in f.peerings.values() if v in (p.a, p.b))
+                self._seqs.setdefault(v, []).append(env.seq)
+                self._views.setdefault(v, []).append(VpcView(f.vpcs.get(v), peerings))
+        self.state = f.build()
+        return self.state
+
+    def view_at(self, vpc: str, seq: int) -> VpcView:
+        """The VPC as the log had it right after event `seq`."""
+        seqs = self._seqs.get(vpc)
+        if not seqs:
+            return VpcView(None)
+        i = bisect.bisect_right(seqs, seq)
+        return self._views[vpc][i - 1] if i else VpcView(None)

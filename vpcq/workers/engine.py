@@ -1,0 +1,239 @@
+"""The reconcile engine: fold the log, plan, observe, diff, apply, record the outcome.
+
+Level-triggered: a job names a VPC; the engine applies that VPC's pending commands in log
+order. Consecutive commands on one VPC are applied together (one observe, one diff); if
+that fails, they are applied one at a time so the failing command is the one recorded.
+A failed command is undone by the same diff with an earlier target, and the log records
+the failure plus the restore (never a rewrite).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from vpcq.errors import ConcurrencyError, KernelError
+from vpcq.events.jobs import JobQueue
+from vpcq.events.schema import ChangeApplied, Envelope
+from vpcq.events.store import EventStore
+from vpcq.orchestrator.diff import Step, diff
+from vpcq.orchestrator.failure import fail
+from vpcq.orchestrator.service import utc_now
+from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
+from vpcq.orchestrator.topology import Topology, plan
+from vpcq.workers.cache import LogCache
+from vpcq.workers.kernel.adapter import Kernel, Scope
+from vpcq.workers.locks import Locks
+
+log = structlog.get_logger("vpcq.engine")
+
+
+class NotReady(Exception):
+    """An earlier pending command on another VPC must be applied first."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Fault injection for tests: VPCQ_FAULT=step:N (the Nth step of an apply, from 0) or
+    VPCQ_FAULT=kind:Bridge (every step on that kind of resource), optionally :create etc."""
+
+    index: int | None = None
+    kind: str | None = None
+    op: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Fault | None:
+        spec = os.environ.get("VPCQ_FAULT")
+        if not spec:
+            return None
+        what, _, rest = spec.partition(":")
+        arg, _, op = rest.partition(":")
+        if what == "step":
+            return cls(index=int(arg))
+        if what == "kind":
+            return cls(kind=arg, op=op or None)
+        raise ValueError(f"VPCQ_FAULT={spec!r}: expected step:N or kind:Name[:op]")
+
+    def check(self, i: int, step: Step) -> None:
+        if self.index is not None and i != self.index:
+            return
+        if self.kind is not None and type(step.resource).__name__ != self.kind:
+            return
+        if self.op is not None and step.op != self.op:
+            return
+        raise KernelError("inject", step.describe(), "injected fault (VPCQ_FAULT)")
+
+
+class Engine:
+    def __init__(
+        self,
+        store: EventStore,
+        queue: JobQueue,
+        locks: Locks,
+        kernel: Kernel,
+        name: str = "worker",
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.locks = locks
+        self.kernel = kernel
+        self.cache = LogCache(store)
+        self.actor = f"{name}@{socket.gethostname()}"
+        self.fault = Fault.from_env()
+        self._one_at_a_time: set[str] = set()
+        self._inet: str | None = None
+        self._inet_known = False
+
+    async def internet_if(self) -> str | None:
+        if not self._inet_known:
+            self._inet = await self.kernel.default_internet_if()
+            self._inet_known = True
+        return self._inet
+
+    # ---- the job ---------------------------------------------------------------------------
+
+    async def reconcile(self, vpc: str) -> int:
+        """Apply every pending command of `vpc`; returns how many were settled."""
+        settled = 0
+        for _ in range(10_000):
+            state = await self.cache.refresh()
+            pending = state.pending_for(vpc)
+            if not pending:
+                return settled
+            group = self._group(state, pending, vpc)
+            names = sorted({v for c in group for v in c.vpcs})
+            async with self.locks.hold(names):
+                state = await self.cache.refresh()
+                if any(state.commands[c.id].status != "pending" for c in group):
+                    continue  # another worker got there first
+                settled += await self._apply(state, group, names)
+            await self._wake_followers(names)
+        return settled
+
+    def _group(
+        self, state: State, pending: list[CommandRecord], vpc: str
+    ) -> list[CommandRecord]:
+        first = pending[0]
+        earlier = [state.commands[i] for i in state.pending]
+        for c in earlier:
+            if c.seq >= first.seq:
+                break
+            if set(c.vpcs) & set(first.vpcs):
+                raise NotReady(c.id)
+        if first.vpcs != (vpc,) or vpc in self._one_at_a_time:
+            return [first]
+        group = []
+        for c in pending:
+            if c.vpcs != (vpc,):
+                break
+            group.append(c)
+        return group
+
+    async def _wake_followers(self, names: Sequence[str]) -> None:
+        """Queue the VPCs whose next pending command was waiting on these."""
+        state = self.cache.state
+        wake: set[str] = set()
+        for cid in state.pending:
+            c = state.commands[cid]
+            if set(c.vpcs) & set(names):
+                wake.update(c.vpcs)
+        if wake:
+            await self.queue.reconcile(sorted(wake), state.seq)
+
+    # ---- apply, or fail and undo ------------------------------------------------------------
+
+    def _views(self, names: Sequence[str], seq: int) -> dict[str, VpcView]:
+        return {v: self.cache.view_at(v, seq) for v in names}
+
+    async def _apply(self, state: State, group: list[CommandRecord], names: list[str]) -> int:
+        inet = await self.internet_if()
+        target = plan(self._views(names, group[-1].last_seq), inet)
+        before = plan(self._views(names, group[0].seq - 1), inet)
+        now = plan({v: view_of(state, v) for v in names}, inet)
+        scope = Scope()
+        for t in (target, before, now):
+            scope.add(t)
+        bound = log.bind(vpcs=names, commands=[c.id for c in group])
+        try:
+            steps = await self._converge(scope, target, inject=True)
+        except Exception as e:  # noqa: BLE001 - any failure to apply is recorded, not lost
+            if not isinstance(e, KernelError):
+                bound.exception("unexpected error while applying")
+                e = KernelError("apply", ",".join(names), f"internal error: {type(e).__name__}: {e}")
+            if len(group) > 1:
+                bound.info("group failed; applying one at a time", error=str(e))
+                self._one_at_a_time.update(names)
+                return 0
+            undo_errors = await self._undo(scope, before)
+            bound.warning("change failed", error=str(e), undo_errors=undo_errors)
+            await self._record_failure(group[0], str(e), undo_errors)
+            self._one_at_a_time.difference_update(names)
+            return 1
+        self._one_at_a_time.difference_update(names)
+        await self._append(
+            [ChangeApplied(command_id=c.id, vpcs=c.vpcs, steps=steps if i == 0 else 0)
+             for i, c in enumerate(group)],
+            group,
+        )
+        bound.info("applied", steps=steps)
+        return len(group)
+
+    async def _converge(self, scope: Scope, desired: Topology, inject: bool) -> int:
+        actual = await self.kernel.observe(scope, desired)
+        steps = diff(desired, actual)
+        for i, step in enumerate(steps):
+            if inject and self.fault is not None:
+                self.fault.check(i, step)
+            await self.kernel.apply(step)
+        return len(steps)
+
+    async def _undo(self, scope: Scope, before: Topology) -> tuple[str, ...]:
+        """Bring the kernel back to `before`; errors are returned, never swallowed."""
+        errors: list[str] = []
+        for _ in range(2):
+            try:
+                await self._converge(scope, before, inject=False)
+                return tuple(errors)
+            except KernelError as e:
+                errors.append(str(e))
+        return tuple(errors)
+
+    async def _record_failure(
+        self, failed: CommandRecord, reason: str, undo_errors: tuple[str, ...]
+    ) -> None:
+        for _ in range(50):
+            state = await self.cache.refresh()
+            if state.commands[failed.id].status != "pending":
+                return
+            events = fail(state, self.cache.view_at, failed, reason, undo_errors)
+            envs = self._envelopes(events, failed, state.seq)
+            try:
+                await self.store.append(envs, expected_version=state.seq)
+            except ConcurrencyError:
+                continue
+            touched = sorted({v for e in events for v in e.aggregates()})
+            await self.queue.reconcile(touched, state.seq + len(envs))
+            return
+        raise ConcurrencyError(-1, -1)
+
+    async def _append(self, events: Sequence[ChangeApplied], group: list[CommandRecord]) -> None:
+        await self.store.append(self._envelopes(events, group[0], 0), expected_version=None)
+
+    def _envelopes(self, events: Sequence[object], cmd: CommandRecord, seq: int) -> list[Envelope]:
+        now = utc_now()
+        return [
+            Envelope(
+                seq=seq + 1 + i,
+                command_id=getattr(ev, "command_id", cmd.id),
+                correlation_id=cmd.correlation_id,
+                actor=self.actor,
+                time=now,
+                event=ev,  # type: ignore[arg-type]
+            )
+            for i, ev in enumerate(events)
+        ]
+

@@ -1,0 +1,1 @@
+"""The kernel adapter: the only code that touches netlink, namespaces, sysctls and rules."""

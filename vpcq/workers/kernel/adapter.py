@@ -1,0 +1,305 @@
+"""observe(scope) -> Topology and apply(step): the kernel seen and changed as plain records."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vpcq.errors import KernelError
+from vpcq.orchestrator import naming, rules
+from vpcq.orchestrator.diff import Step
+from vpcq.orchestrator.topology import (
+    Addr,
+    App,
+    Bridge,
+    HostChain,
+    LinkState,
+    Netns,
+    Resource,
+    Route,
+    Rules,
+    Sysctl,
+    Topology,
+    Veth,
+)
+from vpcq.workers.kernel import iptables, netns
+from vpcq.workers.kernel.apps import Apps
+from vpcq.workers.kernel.netlink import LinkInfo, Netlink
+
+EMPTY_FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+UNKNOWN = "?"
+
+
+@dataclass
+class Scope:
+    """Where to look: namespaces, host interfaces and host chains that vpcq may have made."""
+
+    namespaces: set[str] = field(default_factory=set)
+    host_links: set[str] = field(default_factory=set)
+    host_chains: set[str] = field(default_factory=set)
+    rules_ns: set[str] = field(default_factory=set)  # namespaces whose rules are read
+    sysctls: set[tuple[str | None, str]] = field(default_factory=set)
+
+    def add(self, t: Topology) -> None:
+        for r in t.values():
+            match r:
+                case Netns():
+                    self.namespaces.add(r.name)
+                case Veth():
+                    for ns, name in ((r.ns, r.name), (r.peer_ns, r.peer_name)):
+                        if ns is None:
+                            self.host_links.add(name)
+                        else:
+                            self.namespaces.add(ns)
+                case HostChain():
+                    self.host_chains.add(r.chain)
+                case Rules() if r.text != EMPTY_FILTER:
+                    self.rules_ns.add(r.ns)
+                case Sysctl():
+                    self.sysctls.add((r.ns, r.name))
+
+
+class Kernel:
+    """The only object that reads or changes the kernel."""
+
+    def __init__(self, apps_dir: Path) -> None:
+        self.nl = Netlink()
+        self.apps = Apps(apps_dir)
+        self._jumps: dict[str, set[str]] = {}  # host chain -> jump rules seen by observe
+
+    def close(self) -> None:
+        self.nl.close()
+
+    # ---- the host's internet interface -------------------------------------------------------
+
+    async def default_internet_if(self) -> str | None:
+        """$VPCQ_UPLINK, else the interface of the host's default route."""
+        env = os.environ.get("VPCQ_UPLINK")
+        if env:
+            return env
+        links = await self.nl.links(None)
+        for dst, _gw, dev in await self.nl.routes(None, links):
+            if dst == "default":
+                return dev
+        return None
+
+    # ---- observe -----------------------------------------------------------------------------
+
+    async def observe(self, scope: Scope, desired: Topology, *, all_rules: bool = False) -> Topology:
+        """What exists now of everything in `scope`, as the same records `plan` makes."""
+        out: Topology = {}
+        links: dict[str | None, dict[str, LinkInfo]] = {}
+        host = await self.nl.links(None)
+        links[None] = {n: li for n, li in host.items() if n in scope.host_links}
+        for ns in sorted(scope.namespaces):
+            if netns.exists(ns):
+                _put(out, Netns(ns))
+                links[ns] = await self.nl.links(ns)
+        self._veths(out, links, desired)
+        for ns, lmap in links.items():
+            for li in lmap.values():
+                if li.kind in ("bridge",) and ns is not None:
+                    _put(out, Bridge(ns, li.name))
+                _put(out, LinkState(ns, li.name, li.master, li.up))
+            mine = set(lmap)
+            for dev, address, prefixlen in await self.nl.addrs(ns, host if ns is None else lmap):
+                if dev in mine and dev != "lo":
+                    _put(out, Addr(ns, dev, address, prefixlen))
+            for dst, gw, dev in await self.nl.routes(ns, host if ns is None else lmap):
+                if dev in mine and gw is not None:
+                    _put(out, Route(ns, dst, gw, dev))
+        for ns, name in scope.sysctls:
+            if ns is None or ns in links:
+                value = netns.run_in(ns, lambda n=name: _read_sysctl(n))  # type: ignore[misc]
+                if value is not None:
+                    _put(out, Sysctl(ns, name, value))
+        for ns in sorted(n for n in links if n is not None):
+            if all_rules or ns in scope.rules_ns:
+                text = iptables.save(ns) or EMPTY_FILTER
+                _put(out, Rules(ns, _strip_empty_nat(text, desired.get(("rules", ns)))))
+            else:
+                want = desired.get(("rules", ns))
+                if isinstance(want, Rules) and want.text == EMPTY_FILTER:
+                    _put(out, want)  # nothing to read: vpcq never put rules there
+            app = self.apps.observe(ns)
+            if app is not None:
+                _put(out, App(ns, app.port, app.vpc, app.subnet))
+        if scope.host_chains:
+            self._host_chains(out, scope.host_chains)
+        return out
+
+    def _veths(
+        self, out: Topology, links: dict[str | None, dict[str, LinkInfo]], desired: Topology
+    ) -> None:
+        def have(ns: str | None, name: str) -> bool:
+            li = links.get(ns, {}).get(name)
+            return li is not None and li.kind == "veth"
+
+        covered: set[tuple[str | None, str]] = set()
+        for r in desired.values():
+            if isinstance(r, Veth) and have(r.ns, r.name) and have(r.peer_ns, r.peer_name):
+                _put(out, r)
+                covered |= {(r.ns, r.name), (r.peer_ns, r.peer_name)}
+        for ns, lmap in links.items():
+            for li in lmap.values():
+                if li.kind == "veth" and (ns, li.name) not in covered:
+                    _put(out, Veth(ns, li.name, UNKNOWN, UNKNOWN))  # broken or not wanted
+
+    def _host_chains(self, out: Topology, chains: set[str]) -> None:
+        text = iptables.save(None)
+        table = ""
+        body: dict[tuple[str, str], list[str]] = {}
+        jumps: dict[str, set[str]] = {c: set() for c in chains}
+        for line in text.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+                continue
+            if not line.startswith("-A "):
+                continue
+            parts = line.split(" ", 2)
+            chain, rest = parts[1], parts[2] if len(parts) > 2 else ""
+            if chain in chains:
+                body.setdefault((table, chain), []).append(rest)
+                continue
+            target = rest.rsplit(" -j ", 1)[-1] if " -j " in f" {rest}" else ""
+            target = rest.split("-j ", 1)[1].strip() if "-j " in rest else target
+            if target in chains:
+                jumps[target].add(f"{table}:{chain} {rest}")
+        self._jumps = jumps
+        for chain in chains:
+            f = tuple(body.get(("filter", chain), ()))
+            n = tuple(body.get(("nat", chain), ()))
+            if not f and not n and not jumps[chain]:
+                continue
+            uplink = _uplink_from(jumps[chain], chain)
+            _put(out, HostChain(chain, uplink, f, n))
+
+    # ---- apply -------------------------------------------------------------------------------
+
+    async def apply(self, step: Step) -> None:
+        """Carry out one step; idempotent (an effect that already exists is success)."""
+        r = step.resource
+        delete = step.op == "delete"
+        match r:
+            case Netns():
+                if delete:
+                    self.nl.forget(r.name)
+                    netns.remove(r.name)
+                else:
+                    netns.create(r.name)
+            case Sysctl():
+                netns.run_in(r.ns, lambda: _write_sysctl(r.name, r.value))
+            case Bridge():
+                await (self.nl.delete_link(r.ns, r.name) if delete else self.nl.add_bridge(r.ns, r.name))
+            case Veth():
+                if delete:
+                    await self.nl.delete_link(r.ns, r.name)
+                else:
+                    await self.nl.add_veth(r.ns, r.name, r.peer_ns, r.peer_name)
+            case LinkState():
+                if not delete:
+                    await self.nl.set_link(r.ns, r.name, r.master)
+            case Addr():
+                if delete:
+                    await self.nl.del_addr(r.ns, r.dev, r.address, r.prefixlen)
+                else:
+                    await self.nl.add_addr(r.ns, r.dev, r.address, r.prefixlen)
+            case Route():
+                if delete:
+                    await self.nl.del_route(r.ns, r.dst)
+                else:
+                    await self.nl.replace_route(r.ns, r.dst, r.gateway, r.dev)
+            case Rules():
+                iptables.restore(r.ns, EMPTY_FILTER if delete else r.text)
+            case HostChain():
+                self._apply_host_chain(r, delete)
+            case App():
+                if delete:
+                    self.apps.stop(r.ns)
+                else:
+                    self.apps.stop(r.ns)  # a stale or different app goes first
+                    self.apps.start(r.ns, r.port, r.vpc, r.subnet)
+
+    def _apply_host_chain(self, r: HostChain, delete: bool) -> None:
+        seen = self._jumps.get(r.chain, set())
+        if delete:
+            doc = ["*filter"]
+            doc += [f"-D {j.split(' ', 1)[0].split(':')[1]} {j.split(' ', 1)[1]}"
+                    for j in sorted(seen) if j.startswith("filter:")]
+            doc += [f"-F {r.chain}", f"-X {r.chain}", "COMMIT", "*nat"]
+            doc += [f"-D {j.split(' ', 1)[0].split(':')[1]} {j.split(' ', 1)[1]}"
+                    for j in sorted(seen) if j.startswith("nat:")]
+            doc += [f"-F {r.chain}", f"-X {r.chain}", "COMMIT", ""]
+            try:
+                iptables.restore(None, "\n".join(doc), noflush=True)
+            except KernelError:
+                if self._chain_exists(r.chain):
+                    raise
+            self._jumps.pop(r.chain, None)
+            return
+        want = _jump_rules(r)
+        doc = ["*filter", f":{r.chain} - [0:0]"]
+        doc += [f"-A {r.chain} {rule}" for rule in r.filter]
+        doc += [f"-I {c} 1 {rest}" for t, c, rest in want if t == "filter" and f"{t}:{c} {rest}" not in seen]
+        doc += ["COMMIT", "*nat", f":{r.chain} - [0:0]"]
+        doc += [f"-A {r.chain} {rule}" for rule in r.nat]
+        doc += [f"-I {c} 1 {rest}" for t, c, rest in want if t == "nat" and f"{t}:{c} {rest}" not in seen]
+        doc += ["COMMIT", ""]
+        iptables.restore(None, "\n".join(doc), noflush=True)
+        self._jumps[r.chain] = {f"{t}:{c} {rest}" for t, c, rest in want}
+
+    def _chain_exists(self, chain: str) -> bool:
+        return any(f":{chain} " in line for line in iptables.save(None).splitlines())
+
+
+def _jump_rules(r: HostChain) -> list[tuple[str, str, str]]:
+    return [
+        ("filter", "FORWARD", f"-i {r.uplink} -j {r.chain}"),
+        ("filter", "FORWARD", f"-o {r.uplink} -j {r.chain}"),
+        ("nat", "POSTROUTING", f"-j {r.chain}"),
+    ]
+
+
+def _uplink_from(jumps: set[str], chain: str) -> str:
+    """The uplink named by a complete set of jump rules, else '' (so diff repairs them)."""
+    for j in jumps:
+        if j.startswith("filter:FORWARD -i "):
+            up = j.split()[2]
+            probe = HostChain(chain, up, (), ())
+            if {f"{t}:{c} {rest}" for t, c, rest in _jump_rules(probe)} <= jumps:
+                return up
+    return ""
+
+
+def _strip_empty_nat(text: str, want: Resource | None) -> str:
+    return text
+
+
+def _put(t: Topology, r: Resource) -> None:
+    t[r.key] = r
+
+
+def _read_sysctl(name: str) -> str | None:
+    try:
+        with open(f"/proc/sys/{name}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _write_sysctl(name: str, value: str) -> None:
+    try:
+        with open(f"/proc/sys/{name}", "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise KernelError("set", f"sysctl {name}", str(e)) from e
+
+
+def host_chain_names(keys: Iterable[str]) -> set[str]:
+    return {rules.host_chain(k) for k in keys}
+
+
+_unused = (naming, time)

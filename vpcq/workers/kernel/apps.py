@@ -1,0 +1,100 @@
+"""Apps: detached HTTP servers in subnet namespaces, tracked by pid files under $VPCQ_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vpcq.errors import KernelError
+from vpcq.workers.kernel import netns
+
+MARKER = "vpcq.workers.app"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningApp:
+    ns: str
+    pid: int
+    port: int
+    vpc: str
+    subnet: str
+
+
+class Apps:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def _pidfile(self, ns: str) -> Path:
+        return self.dir / f"{ns}.json"
+
+    def observe(self, ns: str) -> RunningApp | None:
+        """The app running in `ns`, if its pid file names a live app inside that namespace."""
+        try:
+            meta = json.loads(self._pidfile(ns).read_text())
+        except (OSError, ValueError):
+            return None
+        pid = int(meta["pid"])
+        if not _is_app_in(pid, ns):
+            return None
+        return RunningApp(ns, pid, int(meta["port"]), meta["vpc"], meta["subnet"])
+
+    def start(self, ns: str, port: int, vpc: str, subnet: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", MARKER, "--vpc", vpc, "--subnet", subnet,
+            "--port", str(port), "--log", str(self.dir / f"{ns}.log"),
+        ]  # fmt: skip
+
+        def spawn() -> subprocess.CompletedProcess[str]:
+            # the intermediate exits as soon as the server is bound (or failed to bind)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=20,
+                                  stdin=subprocess.DEVNULL)
+
+        try:
+            p = netns.run_in(ns, spawn)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise KernelError("start", f"app :{port} in {ns}", str(e)) from e
+        words = p.stdout.split()
+        if p.returncode != 0 or len(words) != 2 or words[0] != "READY":
+            reason = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+            raise KernelError("start", f"app :{port} in {ns}", reason)
+        meta = {"pid": int(words[1]), "port": port, "vpc": vpc, "subnet": subnet}
+        self._pidfile(ns).write_text(json.dumps(meta))
+
+    def stop(self, ns: str) -> None:
+        app = self.observe(ns)
+        if app is not None:
+            _terminate(app.pid)
+        self._pidfile(ns).unlink(missing_ok=True)
+
+
+def _is_app_in(pid: int, ns: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+    except (OSError, IndexError):
+        return False
+    return MARKER.encode() in cmdline and state != "Z" and ino == netns.inode(ns)
+
+
+def _terminate(pid: int, timeout: float = 3.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,187 @@
+"""Network namespaces without forking: a short-lived thread enters a namespace (setns moves
+only the calling thread), so the asyncio thread always stays in the host namespace."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from vpcq.errors import KernelError
+
+T = TypeVar("T")
+
+NETNS_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MS_REC = 16384
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_dir_ready = False
+_dir_lock = threading.Lock()
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def path(name: str) -> str:
+    return f"{NETNS_DIR}/{name}"
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(path(name))
+
+
+def list_names() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def _prepare_dir() -> None:
+    """Make /run/netns a shared mount point, as iproute2 does, so `ip netns` sees our mounts."""
+    global _dir_ready
+    with _dir_lock:
+        if _dir_ready:
+            return
+        os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+        rc = _libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None)
+        if rc != 0 and ctypes.get_errno() == errno.EINVAL:
+            _check(
+                _libc.mount(NETNS_DIR.encode(), NETNS_DIR.encode(), b"none", MS_BIND | MS_REC, None),
+                "bind /run/netns",
+            )
+            _check(
+                _libc.mount(b"", NETNS_DIR.encode(), b"none", MS_SHARED | MS_REC, None),
+                "share /run/netns",
+            )
+        _dir_ready = True
+
+
+def _in_thread(fn: Callable[[], T]) -> T:
+    """Run `fn` on a fresh thread and return its result (or raise its exception)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # re-raised in the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, name="vpcq-netns")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["result"]  # type: ignore[return-value]
+
+
+def create(name: str) -> None:
+    """Create a named namespace (like `ip netns add`); an existing one is left alone."""
+    _prepare_dir()
+    target = path(name)
+
+    def work() -> None:
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileExistsError:
+            return
+        os.close(fd)
+        orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _check(_libc.unshare(CLONE_NEWNET), "unshare")
+            try:
+                _check(
+                    _libc.mount(b"/proc/thread-self/ns/net", target.encode(), None, MS_BIND, None),
+                    "bind-mount",
+                )
+            finally:
+                # if this fails the thread is in the wrong namespace; it dies right after
+                _check(_libc.setns(orig, CLONE_NEWNET), "setns back")
+        except OSError:
+            os.unlink(target)
+            raise
+        finally:
+            os.close(orig)
+
+    try:
+        _in_thread(work)
+    except OSError as e:
+        raise KernelError("create", f"netns {name}", str(e)) from e
+
+
+def remove(name: str) -> None:
+    """Remove a named namespace; its interfaces go with it. A missing one is fine."""
+    target = path(name)
+    if not os.path.exists(target):
+        return
+    rc = _libc.umount2(target.encode(), MNT_DETACH)
+    if rc != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+        e = ctypes.get_errno()
+        raise KernelError("remove", f"netns {name}", os.strerror(e))
+    try:
+        os.unlink(target)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise KernelError("remove", f"netns {name}", str(e)) from e
+
+
+def run_in(name: str | None, fn: Callable[[], T]) -> T:
+    """Run `fn` inside namespace `name` (None: where we are) on a short-lived thread.
+
+    Processes started by `fn` inherit that namespace.
+    """
+    if name is None:
+        return _in_thread(fn)
+
+    def work() -> T:
+        try:
+            fd = os.open(path(name), os.O_RDONLY)
+        except FileNotFoundError:
+            raise KernelError("enter", f"netns {name}", "no such namespace") from None
+        orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {name}")
+            try:
+                return fn()
+            finally:
+                _check(_libc.setns(orig, CLONE_NEWNET), "setns back")
+        finally:
+            os.close(fd)
+            os.close(orig)
+
+    return _in_thread(work)
+
+
+def inode(name: str) -> int | None:
+    """The namespace's nsfs inode (what /proc/PID/ns/net links to), or None."""
+    try:
+        return os.stat(path(name)).st_ino
+    except OSError:
+        return None
+
+
+def enter(name: str) -> None:
+    """Move the calling thread (call it first thing, on the main thread) into `name`.
+
+    Used with $VPCQ_NETNS to make a throwaway namespace play the host for a whole worker.
+    The mount namespace is left alone, so namespaces we create stay visible system-wide.
+    """
+    try:
+        fd = os.open(path(name), os.O_RDONLY)
+    except FileNotFoundError:
+        raise KernelError("enter", f"netns {name}", "no such namespace") from None
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns {name}")
+    finally:
+        os.close(fd)

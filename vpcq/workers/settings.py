@@ -1,0 +1,83 @@
+"""The arq worker: one job kind, `reconcile(vpc)`; JSON payloads; short timeouts."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import structlog
+from arq import Retry
+from arq.worker import Worker
+
+from vpcq import config
+from vpcq.events.connection import connect, job_dumps, job_loads
+from vpcq.events.jobs import RECONCILE, JobQueue
+from vpcq.events.store import EventStore
+from vpcq.workers.engine import Engine, NotReady
+from vpcq.workers.kernel.adapter import Kernel
+from vpcq.workers.locks import Busy, Locks
+
+log = structlog.get_logger("vpcq.worker")
+JOB_TIMEOUT = 60
+
+
+async def reconcile(ctx: dict[str, Any], vpc: str) -> int:
+    """Bring one VPC to the state the log wants."""
+    engine: Engine = ctx["engine"]
+    structlog.contextvars.bind_contextvars(vpc=vpc, job_id=ctx.get("job_id"))
+    try:
+        return await engine.reconcile(vpc)
+    except Busy:
+        raise Retry(defer=0.05) from None
+    except NotReady:
+        return 0  # the command it waits for wakes this VPC when it is settled
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    redis = ctx["redis"]
+    store = EventStore(redis, config.KEY_PREFIX)
+    queue = JobQueue(redis)
+    kernel = Kernel(config.paths().apps)
+    engine = Engine(store, queue, Locks(redis, config.KEY_PREFIX), kernel, ctx.get("name", "worker"))
+    ctx["engine"] = engine
+    # a worker that starts (after a crash or a reboot) re-queues every VPC with work to do
+    state = await engine.cache.refresh()
+    behind = sorted({v for cid in state.pending for v in state.commands[cid].vpcs})
+    if os.environ.get("VPCQ_RESTORE_ON_START", "1") == "1":
+        behind = sorted(set(behind) | set(state.vpcs))
+    await queue.reconcile(behind, state.seq)
+    log.info("worker ready", seq=state.seq, queued=behind)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    engine: Engine | None = ctx.get("engine")
+    if engine is not None:
+        engine.kernel.close()
+
+
+async def make_worker(name: str, burst: bool = False) -> Worker:
+    redis = await connect(config.redis_url())
+    return Worker(
+        functions=[_func()],
+        redis_pool=redis,
+        queue_name=config.QUEUE,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        ctx={"name": name},
+        burst=burst,
+        max_jobs=int(os.environ.get("VPCQ_WORKER_JOBS", "4")),
+        job_timeout=JOB_TIMEOUT,
+        max_tries=10_000,  # Retry(defer) on a busy lock counts as a try
+        keep_result=0,
+        poll_delay=0.02,
+        handle_signals=True,
+        health_check_interval=10,
+        job_serializer=job_dumps,
+        job_deserializer=job_loads,
+    )
+
+
+def _func() -> Any:
+    from arq.worker import func
+
+    return func(reconcile, name=RECONCILE, timeout=JOB_TIMEOUT)
