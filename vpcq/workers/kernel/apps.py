@@ -74,14 +74,20 @@ class Apps:
         self._pidfile(ns).unlink(missing_ok=True)
 
 
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _is_app_in(pid: int, ns: str) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         ino = os.stat(f"/proc/{pid}/ns/net").st_ino
-    except (OSError, IndexError):
+    except OSError:
         return False
-    return MARKER.encode() in cmdline and state != "Z" and ino == netns.inode(ns)
+    return MARKER.encode() in cmdline and _state(pid) != "Z" and ino == netns.inode(ns)
 
 
 def _terminate(pid: int, timeout: float = 3.0) -> None:
@@ -91,9 +97,9 @@ def _terminate(pid: int, timeout: float = 3.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
+        if _state(pid) in (None, "Z"):  # gone, or dead and waiting for init to reap it
             return
-        time.sleep(0.01)
+        time.sleep(0.005)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
