@@ -19,7 +19,7 @@ from arq.connections import ArqRedis
 
 from vpcq import config, logs
 from vpcq.cli import embedded, render
-from vpcq.cli.parser import MUTATIONS, UsageError, command_dict, parse_words
+from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words
 from vpcq.errors import DomainError, VpcqError
 from vpcq.events.commands import Command, parse_command, parse_firewall
 from vpcq.events.connection import connect
@@ -116,7 +116,16 @@ async def _submit_cmd(ns: argparse.Namespace) -> int:
         if not commands:
             raise DomainError("file", "no commands in the batch")
         return await _submit(ns, commands, lines)
-    return await _submit(ns, [_command_from(parse_words(ns.words))])
+    # the wait flags may follow the command's own words: `submit create-vpc a 10.0.0.0/16 --no-wait`
+    extra = Parser(add_help=False)
+    extra.add_argument("--no-wait", action="store_true")
+    extra.add_argument("--timeout", type=float)
+    extra.add_argument("--json", action="store_true")
+    flags, words = extra.parse_known_args(ns.words)
+    ns.no_wait = ns.no_wait or flags.no_wait
+    ns.json = ns.json or flags.json
+    ns.timeout = flags.timeout if flags.timeout is not None else ns.timeout
+    return await _submit(ns, [_command_from(parse_words(words))])
 
 
 def _read(path: str) -> str:

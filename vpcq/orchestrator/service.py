@@ -48,6 +48,7 @@ class StateLoader:
         self.store = store
         self.snapshot_key = f"{KEY_PREFIX}:snapshot"
         self._state: State | None = None
+        self._snapshot_seq = 0
 
     async def load(self) -> State:
         """The state folded up to the end of the log."""
@@ -55,10 +56,11 @@ class StateLoader:
         if state is None:
             raw = await self.redis.get(self.snapshot_key)
             state = load_state(raw) if raw else INITIAL
-        base = state.seq
+            self._snapshot_seq = state.seq
         state = fold(state, await self.store.read(after=state.seq))
-        if state.seq - base >= SNAPSHOT_EVERY:
+        if state.seq - self._snapshot_seq >= SNAPSHOT_EVERY:
             await self.redis.set(self.snapshot_key, dump_state(state))
+            self._snapshot_seq = state.seq
         self._state = state
         return state
 

@@ -1,0 +1,215 @@
+"""The `vpcq` command end to end (no kernel): exit codes, one-line errors, output formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import Client, run_cli
+
+MUTATIONS = ["create-vpc", "add-subnet", "delete-subnet", "deploy-app", "stop-app",
+             "apply-firewall", "peer-vpcs", "unpeer-vpcs", "delete-vpc", "cleanup", "rollback"]
+
+
+@pytest.fixture
+def env(redis_url, home):
+    return {"VPCQ_REDIS_URL": redis_url, "VPCQ_HOME": str(home)}
+
+
+def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert lines[0].startswith("vpcq: error: "), lines[0]
+    return lines[0]
+
+
+def test_help_shows_examples_and_every_command(env):
+    p = run_cli(["--help"], env)
+    assert p.returncode == 0
+    for name in [*MUTATIONS, "submit", "list", "log", "status", "replay", "up", "down", "worker"]:
+        assert name in p.stdout
+    assert "vpcq create-vpc my-vpc 10.0.0.0/16" in p.stdout
+
+
+@pytest.mark.parametrize("sub", [*MUTATIONS, "submit", "list", "log", "status", "replay", "up"])
+def test_every_sub_command_help_has_an_example(env, sub):
+    p = run_cli([sub, "--help"], env)
+    assert p.returncode == 0 and "example:" in p.stdout, p.stdout
+
+
+def test_the_cli_never_imports_pyroute2(env):
+    code = (
+        "import sys\n"
+        "from vpcq.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "main(['list'])\n"
+        "print('pyroute2' in sys.modules)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, **env})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["create-vpc", "Bad_Name", "10.0.0.0/16"], "name: 'Bad_Name' is not a valid name"),
+        (["create-vpc", "a", "10.0.0.1/16"], "cidr:"),
+        (["add-subnet", "nope", "web", "10.0.1.0/24"], "vpc: no VPC named 'nope'"),
+        (["deploy-app", "a", "web", "--port", "70000"], "port:"),
+        (["add-subnet", "a", "web", "10.0.1.0/24", "--type", "dmz"], "type:"),
+        (["apply-firewall", "a", "web", "/nonexistent.json"], "file: cannot read"),
+        (["peer-vpcs", "a", "a"], "b: a VPC cannot be peered with itself"),
+        (["create-vpc"], "the following arguments are required"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_rejected_commands_print_one_line_exit_2_and_append_nothing(env, redis_url, args, fragment):
+    p = run_cli(args, env)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert fragment in one_line_error(p)
+    assert Client(redis_url).events() == []
+
+
+def test_unreachable_redis_is_one_line_and_exit_3(home, tmp_path):
+    env = {"VPCQ_REDIS_URL": f"unix://{tmp_path}/nothing.sock", "VPCQ_HOME": str(home)}
+    p = run_cli(["create-vpc", "a", "10.0.0.0/16"], env)
+    assert p.returncode == 3
+    line = one_line_error(p)
+    assert "cannot reach Redis at unix://" in line and "run `vpcq up`" in line
+    p = run_cli(["list"], env)
+    assert p.returncode == 3
+
+
+def test_no_wait_prints_the_command_id_and_status_tells_its_fate(env, redis_url):
+    p = run_cli(["create-vpc", "a", "10.0.0.0/16", "--no-wait"], env)
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    assert len(cid) == 16
+    p = run_cli(["status", cid, "--json"], env)
+    assert p.returncode == 4  # pending: no worker in this test
+    assert json.loads(p.stdout)["status"] == "pending"
+    p = run_cli(["status", "nope"], env)
+    assert p.returncode == 2
+
+
+def test_waiting_without_a_worker_times_out_with_a_hint(env):
+    p = run_cli(["create-vpc", "a", "10.0.0.0/16", "--timeout", "0.5"], env)
+    assert p.returncode == 4
+    assert "is a worker running?" in p.stderr
+
+
+def test_list_log_and_replay(env):
+    for args in (["create-vpc", "my-vpc", "10.0.0.0/16"],
+                 ["add-subnet", "my-vpc", "web-subnet", "10.0.1.0/24", "--type", "public"],
+                 ["add-subnet", "my-vpc", "db-subnet", "10.0.2.0/24"]):
+        assert run_cli([*args, "--no-wait"], env).returncode == 0
+    p = run_cli(["list", "--json"], env)
+    data = json.loads(p.stdout)
+    (vpc,) = data["vpcs"]
+    web = next(s for s in vpc["subnets"] if s["name"] == "web-subnet")
+    assert (web["namespace"], web["address"], web["gateway"]) == \
+        ("my-vpc-web-subnet", "10.0.1.1", "10.0.1.254")
+    assert vpc["uplink"]["a_if"].startswith("vq")
+    text = run_cli(["list"], env).stdout
+    assert "VPC my-vpc" in text and "web-subnet" in text and "private" in text
+    lines = run_cli(["log", "--json"], env).stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in events] == list(range(1, 7))
+    assert {"seq", "type", "time", "actor", "command_id", "correlation_id", "vpcs"} <= set(events[0])
+    assert run_cli(["log", "--since", "4"], env).stdout.count("\n") == 2
+    assert "web-subnet" in run_cli(["log", "--vpc", "my-vpc"], env).stdout
+    past = json.loads(run_cli(["replay", "--to", "2", "--json"], env).stdout)
+    assert past["seq"] == 2 and past["vpcs"][0]["subnets"] == []
+
+
+def test_submit_runs_one_command_or_a_batch(env, tmp_path):
+    p = run_cli(["submit", "create-vpc", "prod", "10.1.0.0/16", "--no-wait"], env)
+    assert p.returncode == 0, p.stderr
+    batch = tmp_path / "batch.txt"
+    batch.write_text(
+        "# a comment\n\nadd-subnet prod web 10.1.1.0/24 --type public\n"
+        "add-subnet prod db 10.1.2.0/24  # trailing comment\n"
+    )
+    p = run_cli(["submit", "-f", str(batch), "--no-wait"], env)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.split()) == 2
+
+
+def test_a_bad_batch_line_rejects_the_whole_batch_with_its_line_number(env, redis_url, tmp_path):
+    p = run_cli(["submit", "-f", "-", "--no-wait"], env,
+                stdin="create-vpc a 10.0.0.0/16\n\nadd-subnet a web 10.0.1.0/24\n"
+                      "add-subnet a db 10.0.1.0/25\n")
+    assert p.returncode == 2
+    assert "line 4: cidr:" in one_line_error(p)
+    p = run_cli(["submit", "-f", "-", "--no-wait"], env, stdin="create-vpc a 10.0.0.0/16\nbogus x\n")
+    assert p.returncode == 2 and "line 2:" in one_line_error(p)
+    assert Client(redis_url).events() == []
+
+
+def test_apply_firewall_reads_the_tutorial_json(env, tmp_path, redis_url):
+    for args in (["create-vpc", "my-vpc", "10.0.0.0/16"],
+                 ["add-subnet", "my-vpc", "web-subnet", "10.0.1.0/24"]):
+        run_cli([*args, "--no-wait"], env)
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"subnet": "10.0.1.0/24", "ingress": [
+        {"port": 80, "protocol": "tcp", "action": "allow"},
+        {"port": 22, "protocol": "tcp", "action": "deny"}]}))
+    p = run_cli(["apply-firewall", "my-vpc", "web-subnet", str(rules), "--no-wait"], env)
+    assert p.returncode == 0, p.stderr
+    fw = Client(redis_url).state().vpcs["my-vpc"].subnets["web-subnet"].firewall
+    assert [(r.port, r.action) for r in fw.ingress] == [("80", "allow"), ("22", "deny")]
+    rules.write_text("{not json")
+    p = run_cli(["apply-firewall", "my-vpc", "web-subnet", str(rules)], env)
+    assert p.returncode == 2 and "is not JSON" in one_line_error(p)
+
+
+def test_vpcctl_is_the_same_command():
+    from importlib.metadata import entry_points
+
+    eps = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert eps["vpcctl"] == eps["vpcq"] == "vpcq.cli.main:main"
+
+
+def test_up_and_down_manage_an_embedded_redis(tmp_path):
+    home = tmp_path / "h"
+    env = {"VPCQ_HOME": str(home)}
+    env_clear = {k: v for k, v in os.environ.items() if k != "VPCQ_REDIS_URL"}
+    run = lambda args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "vpcq.cli.main", *args], capture_output=True, text=True,
+        env={**env_clear, **env}, timeout=60)
+    try:
+        p = run(["up", "--workers", "0"])
+        assert p.returncode == 0, p.stderr
+        assert "started redis-server" in p.stdout
+        sock = home / "run" / "redis.sock"
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o700
+        assert stat.S_IMODE((home / "redis.pass").stat().st_mode) == 0o600
+        conf = (home / "redis.conf").read_text()
+        assert "appendfsync always" in conf and "port 0" in conf
+        p = run(["up", "--workers", "0"])
+        assert "started redis-server" not in p.stdout  # idempotent
+        assert run(["create-vpc", "a", "10.0.0.0/16", "--no-wait"]).returncode == 0
+        p = run(["down"])
+        assert p.returncode == 0 and "redis" in p.stdout
+        assert run(["list"]).returncode == 3
+        run(["up", "--workers", "0"])
+        assert "VPC a" in run(["list"]).stdout  # the data survived down/up
+    finally:
+        run(["down"])
+
+
+def test_up_without_redis_server_names_the_package(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "VPCQ_REDIS_URL"}
+    env.update(VPCQ_HOME=str(tmp_path / "h"), PATH=str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "vpcq.cli.main", "up"], capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 3
+    assert "apt-get install redis-server" in one_line_error(p)

@@ -1,0 +1,207 @@
+"""The event store and submit on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.helpers import RedisServer
+from tests.unit.core import cmd, envelopes
+from vpcq.errors import ConcurrencyError, DomainError
+from vpcq.events.connection import connect
+from vpcq.events.jobs import JobQueue
+from vpcq.events.schema import VpcCreated
+from vpcq.events.store import EventStore
+from vpcq.orchestrator.decide import decide
+from vpcq.orchestrator.service import Orchestrator, StateLoader
+from vpcq.orchestrator.state import INITIAL
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _store(url):
+    r = await connect(url)
+    return r, EventStore(r)
+
+
+def test_append_read_and_follow(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        events = decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), INITIAL)
+        envs = envelopes(INITIAL, events, "c1")
+        assert await store.append(envs, expected_version=0) == 2
+        got = await store.read()
+        assert got == envs
+        assert [e.seq for e in await store.read(after=1)] == [2]
+        assert [e.seq for e in await store.read(after=0, upto=1)] == [1]
+
+        async def first_new():
+            async for env in store.follow(after=2, block_ms=100):
+                return env
+
+        task = asyncio.create_task(first_new())
+        await asyncio.sleep(0.05)
+        more = envelopes(INITIAL, events, "c2")
+        await store.append(more, expected_version=None)
+        env = await asyncio.wait_for(task, 5)
+        assert env.seq == 3 and env.command_id == "c2"
+        await r.aclose()
+
+    run(go())
+
+
+def test_append_at_a_stale_version_raises_and_appends_nothing(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        envs = envelopes(INITIAL, decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), INITIAL), "c")
+        await store.append(envs, expected_version=0)
+        with pytest.raises(ConcurrencyError) as e:
+            await store.append(envs, expected_version=0)
+        assert e.value.actual == 2
+        assert await store.version() == 2 and len(await store.read()) == 2
+        await r.aclose()
+
+    run(go())
+
+
+def test_reading_pages_through_a_long_log(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        envs = envelopes(INITIAL, decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), INITIAL), "c")
+        batch = []
+        for i in range(6000):
+            batch.append(envs[0].model_copy(update={"seq": i + 1, "command_id": f"c{i}"}))
+        for i in range(0, len(batch), 1000):
+            await store.append(batch[i : i + 1000], expected_version=None)
+        got = await store.read()
+        assert [e.seq for e in got] == list(range(1, 6001))
+        await r.aclose()
+
+    run(go())
+
+
+def test_eight_racing_creates_of_one_name_give_exactly_one_vpc(redis_url):
+    async def one(i):
+        r = await connect(redis_url)
+        store = EventStore(r)
+        orch = Orchestrator(r, store, JobQueue(r), f"racer{i}@host")
+        try:
+            await orch.submit(cmd("create-vpc", name="same", cidr="10.0.0.0/16"))
+            return "ok"
+        except DomainError as e:
+            return e.field
+        finally:
+            await r.aclose()
+
+    async def go():
+        results = await asyncio.gather(*(one(i) for i in range(8)))
+        r, store = await _store(redis_url)
+        created = [e for e in await store.read() if isinstance(e.event, VpcCreated)]
+        await r.aclose()
+        return results, created
+
+    results, created = run(go())
+    assert sorted(results) == ["name"] * 7 + ["ok"]
+    assert len(created) == 1
+
+
+def test_racing_creates_of_different_names_all_land_with_distinct_link_nets(redis_url):
+    async def one(i):
+        r = await connect(redis_url)
+        orch = Orchestrator(r, EventStore(r), JobQueue(r), "t@h")
+        await orch.submit(cmd("create-vpc", name=f"v{i}", cidr=f"10.{i}.0.0/16"))
+        await r.aclose()
+
+    async def go():
+        await asyncio.gather(*(one(i) for i in range(8)))
+        r, store = await _store(redis_url)
+        state = await StateLoader(r, store).load()
+        await r.aclose()
+        return state
+
+    state = run(go())
+    assert len(state.vpcs) == 8
+    assert len({v.uplink.net for v in state.vpcs.values()}) == 8
+
+
+def test_submit_enqueues_a_reconcile_job_per_vpc(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        orch = Orchestrator(r, store, JobQueue(r), "t@h")
+        await orch.submit(cmd("create-vpc", name="a", cidr="10.0.0.0/16"))
+        queued = await r.zrange("vpcq:jobs", 0, -1)
+        await r.aclose()
+        return queued
+
+    assert run(go()) == [b"reconcile:a:2"]
+
+
+def test_a_batch_is_validated_whole_and_appended_atomically(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        orch = Orchestrator(r, store, JobQueue(r), "t@h")
+        with pytest.raises(DomainError) as e:
+            await orch.submit_batch([
+                cmd("create-vpc", name="a", cidr="10.0.0.0/16"),
+                cmd("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24"),
+                cmd("add-subnet", vpc="a", name="db", cidr="10.0.1.0/25"),
+            ])
+        assert e.value.index == 2
+        assert await store.version() == 0
+        subs = await orch.submit_batch([
+            cmd("create-vpc", name="a", cidr="10.0.0.0/16"),
+            cmd("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24"),
+        ])
+        assert [s.first_seq for s in subs] == [1, 3]
+        await r.aclose()
+
+    run(go())
+
+
+def test_snapshot_cache_gives_the_same_state_as_a_full_replay(redis_url, monkeypatch):
+    from vpcq.orchestrator import service
+
+    monkeypatch.setattr(service, "SNAPSHOT_EVERY", 5)
+
+    async def go():
+        r, store = await _store(redis_url)
+        orch = Orchestrator(r, store, JobQueue(r), "t@h")
+        for i in range(6):
+            await orch.submit(cmd("create-vpc", name=f"v{i}", cidr=f"10.{i}.0.0/16"))
+        assert await r.exists("vpcq:snapshot")
+        cached = await StateLoader(r, store).load()  # snapshot + tail
+        full = await StateLoader(r, store).at(await store.version())
+        await r.aclose()
+        return cached, full
+
+    cached, full = run(go())
+    assert cached == full
+
+
+def test_acknowledged_appends_survive_redis_sigkill(tmp_path):
+    server = RedisServer(tmp_path / "r")
+    server.start()
+    try:
+        async def write():
+            r, store = await _store(server.url)
+            orch = Orchestrator(r, store, JobQueue(r), "t@h")
+            for i in range(50):
+                await orch.submit(cmd("create-vpc", name=f"v{i}", cidr=f"10.{i}.0.0/16"))
+            await r.aclose()
+
+        run(write())
+        server.kill()
+        server.start()
+
+        async def read():
+            r, store = await _store(server.url)
+            state = await StateLoader(r, store).load()
+            await r.aclose()
+            return state
+
+        assert sorted(run(read()).vpcs) == sorted(f"v{i}" for i in range(50))
+    finally:
+        server.stop()
