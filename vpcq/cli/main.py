@@ -22,10 +22,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.cmd is None:
         parser.print_help()
         return 0
-    if ns.cmd == "worker":
-        # the worker imports pyroute2; keep it out of this process's imports
-        flags = ["--burst"] if ns.burst else []
-        os.execv(sys.executable, [sys.executable, "-m", "vpcq.workers", *flags])
+    if ns.cmd in ("worker", "drift", "reconcile"):
+        # these import pyroute2; run them in a fresh process, not this one
+        if ns.cmd == "worker":
+            rest = ["run"] + (["--burst"] if ns.burst else [])
+        else:
+            rest = ["drift" if ns.cmd == "drift" else "repair", *ns.vpcs]
+            rest += ["--json"] if ns.json else []
+        verbose = ["-v"] if ns.verbose else []
+        os.execv(sys.executable, [sys.executable, "-m", "vpcq.workers", *verbose, *rest])
     from vpcq.cli import commands  # imported late: `vpcq --help` stays instant
     from vpcq.errors import VpcqError
 

@@ -132,6 +132,15 @@ def build() -> Parser:
     rp.add_argument("--to", type=int, dest="to_seq", metavar="SEQ")
     rp.add_argument("--json", action="store_true")
 
+    dr = _cmd(sub, "drift", "list every difference between the log and the kernel (exit 1 if any)",
+              "vpcq drift my-vpc")
+    dr.add_argument("vpcs", nargs="*", metavar="VPC")
+    dr.add_argument("--json", action="store_true")
+    rc = _cmd(sub, "reconcile", "repair drift: bring the kernel back to the log's state",
+              "vpcq reconcile my-vpc")
+    rc.add_argument("vpcs", nargs="*", metavar="VPC")
+    rc.add_argument("--json", action="store_true")
+
     up = _cmd(sub, "up", "start the embedded Redis and N workers (idempotent)",
               "vpcq up --workers 2")
     up.add_argument("--workers", type=int, default=1)

@@ -1,45 +1,87 @@
-"""`python -m vpcq.workers`: run one worker (what `vpcq worker` and `vpcq up` start)."""
+"""`python -m vpcq.workers`: run a worker, or inspect and repair drift.
+
+The `vpcq worker`, `vpcq drift` and `vpcq reconcile` commands exec this module, so the CLI
+process itself never imports pyroute2. With $VPCQ_NETNS set, everything runs as if that
+namespace were the host (used by the tests and the demo).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
+from typing import Any
 
 from vpcq import config, logs
-from vpcq.errors import ConfigError
+from vpcq.errors import VpcqError
 
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="vpcq worker")
-    p.add_argument("--name", default="worker")
-    p.add_argument("--burst", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args()
-    paths = config.paths()
-    logs.configure(paths.logs / f"{args.name}.log", verbose=args.verbose)
+    sub = p.add_subparsers(dest="cmd")
+    run = sub.add_parser("run", help="run a worker (the default)")
+    run.add_argument("--name", default="worker")
+    run.add_argument("--burst", action="store_true")
+    for name in ("drift", "repair"):
+        d = sub.add_parser(name)
+        d.add_argument("vpcs", nargs="*")
+        d.add_argument("--json", action="store_true")
+    argv = sys.argv[1:]
+    if not argv or argv[0].startswith("--"):
+        argv = ["run", *argv]
+    args = p.parse_args(argv)
+    name = getattr(args, "name", args.cmd)
+    logs.configure(config.paths().logs / f"{name}.log", verbose=args.verbose)
     host = os.environ.get("VPCQ_NETNS")
-    if host:
-        from vpcq.workers.kernel import netns
-
-        netns.enter(host)  # before any thread exists, so every thread starts there
-    from vpcq.workers.settings import make_worker
-
-    async def run() -> None:
-        worker = await make_worker(args.name, args.burst)
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
-
     try:
-        asyncio.run(run())
-    except ConfigError as e:
-        print(f"vpcq worker: error: {e}", file=sys.stderr)
+        if host:
+            from vpcq.workers.kernel import netns
+
+            netns.enter(host)  # before any thread exists, so every thread starts there
+        if args.cmd == "run":
+            asyncio.run(_run(args.name, args.burst))
+            return 0
+        return asyncio.run(_drift(args))
+    except VpcqError as e:
+        print(f"vpcq: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 0
+
+
+async def _run(name: str, burst: bool) -> None:
+    from vpcq.workers.settings import make_worker
+
+    worker = await make_worker(name, burst)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+
+
+async def _drift(args: Any) -> int:
+    from vpcq.workers.settings import make_engine
+
+    engine, redis = await make_engine("drift")
+    try:
+        if args.cmd == "drift":
+            steps = await engine.drift(args.vpcs)
+        else:
+            steps = await engine.repair(args.vpcs)
+    finally:
+        engine.kernel.close()
+        await redis.aclose()
+    for s in steps:
+        print(json.dumps({"op": s.op, "object": s.describe()}) if args.json else s.describe())
+    if args.cmd == "drift":
+        if not steps and not args.json:
+            print("no drift: the kernel matches the log")
+        return 1 if steps else 0
+    if not args.json:
+        print(f"repaired: {len(steps)} step(s)")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 
 from vpcq.events.store import EventStore
@@ -17,8 +18,13 @@ class LogCache:
         self.state: State = INITIAL
         self._seqs: dict[str, list[int]] = {}
         self._views: dict[str, list[VpcView]] = {}
+        self._lock = asyncio.Lock()  # jobs run concurrently; the history must stay in order
 
     async def refresh(self) -> State:
+        async with self._lock:
+            return await self._refresh()
+
+    async def _refresh(self) -> State:
         envs = await self.store.read(after=self.state.seq)
         if not envs:
             return self.state
@@ -39,3 +45,14 @@ class LogCache:
             return VpcView(None)
         i = bisect.bisect_right(seqs, seq)
         return self._views[vpc][i - 1] if i else VpcView(None)
+
+    def known(self) -> list[str]:
+        """Every VPC the log has ever named."""
+        return sorted(self._seqs)
+
+    def last_view(self, vpc: str) -> VpcView:
+        """The VPC as it last existed (to find what it may have left in the kernel)."""
+        for view in reversed(self._views.get(vpc, [])):
+            if view.vpc is not None:
+                return view
+        return VpcView(None)

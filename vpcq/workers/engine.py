@@ -144,6 +144,41 @@ class Engine:
         if wake:
             await self.queue.reconcile(sorted(wake), state.seq)
 
+    # ---- drift --------------------------------------------------------------------------
+
+    async def drift(self, names: Sequence[str] = ()) -> list[Step]:
+        """Every step that would bring the kernel to the log's current state (nothing applied)."""
+        desired, scope = await self._current(names)
+        actual = await self.kernel.observe(scope, desired, all_rules=True)
+        return diff(desired, actual)
+
+    async def repair(self, names: Sequence[str] = ()) -> list[Step]:
+        """Bring each VPC back to the log's current state; returns the steps taken."""
+        state = await self.cache.refresh()
+        names = list(names) or self.cache.known()
+        done: list[Step] = []
+        for vpc in names:
+            if state.pending_for(vpc):
+                continue  # its pending commands' job will converge it
+            async with self.locks.hold([vpc]):
+                desired, scope = await self._current([vpc])
+                actual = await self.kernel.observe(scope, desired, all_rules=True)
+                steps = diff(desired, actual)
+                for step in steps:
+                    await self.kernel.apply(step)
+                done += steps
+        return done
+
+    async def _current(self, names: Sequence[str]) -> tuple[Topology, Scope]:
+        state = await self.cache.refresh()
+        names = list(names) or self.cache.known()
+        inet = await self.internet_if()
+        desired = plan({v: view_of(state, v) for v in names}, inet)
+        scope = Scope()
+        scope.add(desired)
+        scope.add(plan({v: self.cache.last_view(v) for v in names}, inet))
+        return desired, scope
+
     # ---- apply, or fail and undo ------------------------------------------------------------
 
     def _views(self, names: Sequence[str], seq: int) -> dict[str, VpcView]:
@@ -188,6 +223,7 @@ class Engine:
         for i, step in enumerate(steps):
             if inject and self.fault is not None:
                 self.fault.check(i, step)
+            log.debug("step", n=i, step=step.describe())
             await self.kernel.apply(step)
         return len(steps)
 

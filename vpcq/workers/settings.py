@@ -33,12 +33,21 @@ async def reconcile(ctx: dict[str, Any], vpc: str) -> int:
         return 0  # the command it waits for wakes this VPC when it is settled
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    redis = ctx["redis"]
+def build_engine(redis: Any, name: str) -> Engine:
     store = EventStore(redis, config.KEY_PREFIX)
-    queue = JobQueue(redis)
     kernel = Kernel(config.paths().apps)
-    engine = Engine(store, queue, Locks(redis, config.KEY_PREFIX), kernel, ctx.get("name", "worker"))
+    return Engine(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name)
+
+
+async def make_engine(name: str) -> tuple[Engine, Any]:
+    """An engine outside arq (for `drift` and `repair`)."""
+    redis = await connect(config.redis_url())
+    return build_engine(redis, name), redis
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    engine = build_engine(ctx["redis"], ctx.get("name", "worker"))
+    queue = engine.queue
     ctx["engine"] = engine
     # a worker that starts (after a crash or a reboot) re-queues every VPC with work to do
     state = await engine.cache.refresh()

@@ -37,7 +37,8 @@ UNKNOWN = "?"
 class Scope:
     """Where to look: namespaces, host interfaces and host chains that vpcq may have made."""
 
-    namespaces: set[str] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)  # owned by the VPCs being planned
+    peers: set[str] = field(default_factory=set)  # another VPC's router: only veth ends looked at
     host_links: set[str] = field(default_factory=set)
     host_chains: set[str] = field(default_factory=set)
     rules_ns: set[str] = field(default_factory=set)  # namespaces whose rules are read
@@ -53,7 +54,7 @@ class Scope:
                         if ns is None:
                             self.host_links.add(name)
                         else:
-                            self.namespaces.add(ns)
+                            self.peers.add(ns)
                 case HostChain():
                     self.host_chains.add(r.chain)
                 case Rules() if r.text != EMPTY_FILTER:
@@ -98,7 +99,10 @@ class Kernel:
             if netns.exists(ns):
                 _put(out, Netns(ns))
                 links[ns] = await self.nl.links(ns)
-        self._veths(out, links, desired)
+        # a peering's far end lives in a router this job does not own: look, never touch
+        peek = {ns: await self.nl.links(ns) for ns in sorted(scope.peers - scope.namespaces)
+                if netns.exists(ns)}
+        self._veths(out, links, peek, desired)
         for ns, lmap in links.items():
             for li in lmap.values():
                 if li.kind in ("bridge",) and ns is not None:
@@ -132,10 +136,14 @@ class Kernel:
         return out
 
     def _veths(
-        self, out: Topology, links: dict[str | None, dict[str, LinkInfo]], desired: Topology
+        self,
+        out: Topology,
+        links: dict[str | None, dict[str, LinkInfo]],
+        peek: dict[str, dict[str, LinkInfo]],
+        desired: Topology,
     ) -> None:
         def have(ns: str | None, name: str) -> bool:
-            li = links.get(ns, {}).get(name)
+            li = links.get(ns, peek.get(ns or "", {})).get(name)
             return li is not None and li.kind == "veth"
 
         covered: set[tuple[str | None, str]] = set()
@@ -168,7 +176,7 @@ class Kernel:
             target = rest.split("-j ", 1)[1].strip() if "-j " in rest else target
             if target in chains:
                 jumps[target].add(f"{table}:{chain} {rest}")
-        self._jumps = jumps
+        self._jumps.update(jumps)  # other jobs' chains are not ours to forget
         for chain in chains:
             f = tuple(body.get(("filter", chain), ()))
             n = tuple(body.get(("nat", chain), ()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 from collections import OrderedDict
@@ -42,26 +43,39 @@ class Netlink:
     """
 
     def __init__(self, max_open: int = 64) -> None:
-        self._conns: OrderedDict[str | None, AsyncIPRoute] = OrderedDict()
+        # the socket object is kept with its AsyncIPRoute: pyroute2 uses the descriptor, and
+        # a garbage-collected socket would close it under a request in flight
+        self._conns: OrderedDict[str | None, tuple[AsyncIPRoute, socket.socket]] = OrderedDict()
+        # a netlink socket serves one dump at a time (EBUSY otherwise): one request per socket
+        self._busy: dict[str | None, asyncio.Lock] = {}
         self.max_open = max_open
+        self._lock = asyncio.Lock()
 
-    def conn(self, ns: str | None) -> AsyncIPRoute:
-        ipr = self._conns.get(ns)
-        if ipr is not None:
+    async def conn(self, ns: str | None) -> AsyncIPRoute:
+        entry = self._conns.get(ns)
+        if entry is not None:
             self._conns.move_to_end(ns)
-            return ipr
-        sock = netns.run_in(ns, _new_socket)
-        ipr = AsyncIPRoute(use_socket=sock)
-        self._conns[ns] = ipr
+            return entry[0]
+        async with self._lock:  # pyroute2 sets the endpoint up lazily: once, not per request
+            entry = self._conns.get(ns)
+            if entry is not None:
+                return entry[0]
+            sock = netns.run_in(ns, _new_socket)
+            ipr = AsyncIPRoute(use_socket=sock)
+            await ipr.setup_endpoint()
+            self._conns[ns] = (ipr, sock)
         while len(self._conns) > self.max_open:
-            _, old = self._conns.popitem(last=False)
+            _, (old, old_sock) = self._conns.popitem(last=False)
             old.close()
+            old_sock.close()
         return ipr
 
     def forget(self, ns: str | None) -> None:
-        ipr = self._conns.pop(ns, None)
-        if ipr is not None:
-            ipr.close()
+        self._busy.pop(ns, None)
+        entry = self._conns.pop(ns, None)
+        if entry is not None:
+            entry[0].close()
+            entry[1].close()
 
     def close(self) -> None:
         for ns in list(self._conns):
@@ -69,9 +83,16 @@ class Netlink:
 
     # ---- reading ----------------------------------------------------------------------------
 
+    def lock(self, ns: str | None) -> asyncio.Lock:
+        lock = self._busy.get(ns)
+        if lock is None:
+            lock = self._busy[ns] = asyncio.Lock()
+        return lock
+
     async def links(self, ns: str | None) -> dict[str, LinkInfo]:
-        ipr = self.conn(ns)
-        raw = [m async for m in await ipr.link("dump")]
+        ipr = await self.conn(ns)
+        async with self.lock(ns):
+            raw = [m async for m in await ipr.link("dump")]
         names = {m.get("index"): m.get("ifname") for m in raw}
         out = {}
         for m in raw:
@@ -89,93 +110,104 @@ class Netlink:
 
     async def addrs(self, ns: str | None, links: dict[str, LinkInfo]) -> list[tuple[str, str, int]]:
         by_index = {li.index: li.name for li in links.values()}
-        ipr = self.conn(ns)
-        return [
-            (by_index.get(m.get("index"), "?"), m.get("address"), m.get("prefixlen"))
-            async for m in await ipr.addr("dump", family=socket.AF_INET)
-        ]
+        ipr = await self.conn(ns)
+        async with self.lock(ns):
+            return [
+                (by_index.get(m.get("index"), "?"), m.get("address"), m.get("prefixlen"))
+                async for m in await ipr.addr("dump", family=socket.AF_INET)
+            ]
 
     async def routes(
         self, ns: str | None, links: dict[str, LinkInfo]
     ) -> list[tuple[str, str | None, str]]:
         """(dst, gateway, dev) of the main table's routes that have a gateway."""
         by_index = {li.index: li.name for li in links.values()}
-        ipr = self.conn(ns)
+        ipr = await self.conn(ns)
         out = []
-        async for m in await ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
-            gw = m.get("gateway")
-            if gw is None:
-                continue
-            dst = m.get("dst")
-            dst_s = "default" if dst is None else f"{dst}/{m.get('dst_len')}"
-            out.append((dst_s, gw, by_index.get(m.get("oif"), "?")))
+        async with self.lock(ns):
+            async for m in await ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
+                gw = m.get("gateway")
+                if gw is None:
+                    continue
+                dst = m.get("dst")
+                dst_s = "default" if dst is None else f"{dst}/{m.get('dst_len')}"
+                out.append((dst_s, gw, by_index.get(m.get("oif"), "?")))
         return out
 
     # ---- writing (idempotent: EEXIST on add, ENODEV/ENOENT on delete are success) ------------
 
-    async def _call(self, what: str, ns: str | None, coro: Any, ok: set[int]) -> None:
+    async def _call(self, op: str, obj: str, ns: str | None, coro: Any, ok: set[int]) -> None:
         try:
-            await coro
+            async with self.lock(ns):
+                await coro
         except NetlinkError as e:
             if e.code in ok:
                 return
-            where = ns or "host"
-            raise KernelError(what.split()[0], f"{what.split(' ', 1)[1]} in {where}",
-                              e.args[1] if len(e.args) > 1 else str(e),
-                              transient=e.code in (errno.EBUSY, errno.EAGAIN)) from e
+            reason = e.args[1] if len(e.args) > 1 else str(e)
+            transient = e.code in (errno.EBUSY, errno.EAGAIN)
+            raise KernelError(op, f"{obj} in {ns or 'host'}", reason, transient=transient) from e
+
+    async def _lookup(self, ns: str | None, name: str) -> list[int]:
+        ipr = await self.conn(ns)
+        async with self.lock(ns):
+            return list(await ipr.link_lookup(ifname=name))
 
     async def index(self, ns: str | None, name: str) -> int:
-        found = await self.conn(ns).link_lookup(ifname=name)
+        found = await self._lookup(ns, name)
         if not found:
             raise KernelError("find", f"link {name} in {ns or 'host'}", "no such interface")
         return int(found[0])
 
     async def add_bridge(self, ns: str | None, name: str) -> None:
-        await self._call(f"add bridge {name}", ns,
-                         self.conn(ns).link("add", ifname=name, kind="bridge"), {errno.EEXIST})
-
-    async def add_veth(self, ns: str | None, name: str, peer_ns: str, peer: str) -> None:
-        if ns == peer_ns:
-            spec: dict[str, Any] = {"ifname": peer}
-        else:
-            spec = {"ifname": peer, "net_ns_fd": peer_ns}
-        await self._call(f"add veth {name}", ns,
-                         self.conn(ns).link("add", ifname=name, kind="veth", peer=spec),
+        ipr = await self.conn(ns)
+        await self._call("add", f"bridge {name}", ns, ipr.link("add", ifname=name, kind="bridge"),
                          {errno.EEXIST})
 
+    async def add_veth(self, ns: str | None, name: str, peer_ns: str, peer: str) -> None:
+        ipr = await self.conn(ns)
+        spec: dict[str, Any] = {"ifname": peer}
+        if ns != peer_ns:
+            spec["net_ns_fd"] = peer_ns
+        await self._call("add", f"veth {name}", ns,
+                         ipr.link("add", ifname=name, kind="veth", peer=spec), {errno.EEXIST})
+
     async def delete_link(self, ns: str | None, name: str) -> None:
-        found = await self.conn(ns).link_lookup(ifname=name)
+        ipr = await self.conn(ns)
+        found = await self._lookup(ns, name)
         if found:
-            await self._call(f"delete link {name}", ns,
-                             self.conn(ns).link("del", index=found[0]), GONE)
+            await self._call("delete", f"link {name}", ns, ipr.link("del", index=found[0]), GONE)
 
     async def set_link(self, ns: str | None, name: str, master: str | None) -> None:
-        ipr = self.conn(ns)
+        ipr = await self.conn(ns)
         idx = await self.index(ns, name)
         if master is not None:
             midx = await self.index(ns, master)
-            await self._call(f"set master of {name}", ns, ipr.link("set", index=idx, master=midx),
-                             set())
-        await self._call(f"set up {name}", ns, ipr.link("set", index=idx, state="up"), set())
+            await self._call("set", f"master of {name}", ns,
+                             ipr.link("set", index=idx, master=midx), set())
+        await self._call("set", f"{name} up", ns, ipr.link("set", index=idx, state="up"), set())
 
     async def add_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:
+        ipr = await self.conn(ns)
         idx = await self.index(ns, dev)
-        await self._call(f"add address {address}/{prefixlen} on {dev}", ns,
-                         self.conn(ns).addr("add", index=idx, address=address, prefixlen=prefixlen),
+        await self._call("add", f"address {address}/{prefixlen} on {dev}", ns,
+                         ipr.addr("add", index=idx, address=address, prefixlen=prefixlen),
                          {errno.EEXIST})
 
     async def del_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:
-        found = await self.conn(ns).link_lookup(ifname=dev)
+        ipr = await self.conn(ns)
+        found = await self._lookup(ns, dev)
         if found:
-            await self._call(f"delete address {address}/{prefixlen} on {dev}", ns,
-                             self.conn(ns).addr("del", index=found[0], address=address,
-                                                prefixlen=prefixlen), GONE)
+            await self._call("delete", f"address {address}/{prefixlen} on {dev}", ns,
+                             ipr.addr("del", index=found[0], address=address, prefixlen=prefixlen),
+                             GONE)
 
     async def replace_route(self, ns: str | None, dst: str, gateway: str, dev: str) -> None:
+        ipr = await self.conn(ns)
         idx = await self.index(ns, dev)
-        await self._call(f"set route {dst} via {gateway}", ns,
-                         self.conn(ns).route("replace", dst=dst, gateway=gateway, oif=idx), set())
+        await self._call("set", f"route {dst} via {gateway}", ns,
+                         ipr.route("replace", dst=dst, gateway=gateway, oif=idx), set())
 
     async def del_route(self, ns: str | None, dst: str) -> None:
-        await self._call(f"delete route {dst}", ns,
-                         self.conn(ns).route("del", dst=dst, table=MAIN_TABLE), GONE)
+        ipr = await self.conn(ns)
+        await self._call("delete", f"route {dst}", ns,
+                         ipr.route("del", dst=dst, table=MAIN_TABLE), GONE)

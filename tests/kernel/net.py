@@ -1,0 +1,166 @@
+"""Probes for kernel tests: real connections made from inside a namespace, fork-free.
+
+A socket made by a thread that entered a namespace belongs to that namespace for good, so
+the probes can run it from the test's own thread. Every address probed is one the test made.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from vpcq.workers.kernel import netns
+
+
+def _sock(ns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    return netns.run_in(ns, lambda: socket.socket(family, kind, proto))
+
+
+def tcp(ns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
+    """Does a TCP connection from `ns` to ip:port open?"""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((ip, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def http(ns: str, ip: str, port: int = 8000, timeout: float = 2.0) -> str | None:
+    """The body of GET / from `ns`, or None."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((ip, port))
+        s.sendall(f"GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return body.decode() if head.startswith(b"HTTP/1.0 200") else None
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def ping(ns: str, ip: str, timeout: float = 1.0) -> bool:
+    """Does an ICMP echo from `ns` to `ip` get a reply?"""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    try:
+        ident = os.getpid() & 0xFFFF
+        payload = b"vpcq-probe"
+        header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
+        packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, 1) + payload
+        s.sendto(packet, (ip, 0))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([s], [], [], left)
+            if not ready:
+                return False
+            data, addr = s.recvfrom(1024)
+            ihl = (data[0] & 0x0F) * 4
+            kind, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl : ihl + 8])
+            if kind == 0 and rid == ident and addr[0] == ip:
+                return True
+        return False
+    finally:
+        s.close()
+
+
+def udp(ns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
+    """Does a datagram from `ns` to ip:port come back (from `udp_echo`)?"""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(b"ping", (ip, port))
+        data, _ = s.recvfrom(64)
+        return data == b"ping"
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+@contextmanager
+def udp_echo(ns: str, port: int) -> Iterator[None]:
+    """A UDP echo server inside `ns` for the duration of the block."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = s.recvfrom(64)
+                s.sendto(data, addr)
+            except OSError:
+                continue
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+        s.close()
+
+
+@contextmanager
+def tcp_listener(ns: str, port: int) -> Iterator[None]:
+    """A TCP listener inside `ns` (accepts, then closes) for the duration of the block."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(16)
+    s.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = s.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+        s.close()
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+def save(ns: str | None, *argv: str) -> str:
+    """Command output inside a namespace (iptables-save, nft list ruleset, ...)."""
+    cmd = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return "\n".join(ln for ln in out.splitlines() if not ln.startswith("#"))
