@@ -29,6 +29,7 @@ from vpcq.workers.kernel import iptables, netns
 from vpcq.workers.kernel.apps import Apps
 from vpcq.workers.kernel.netlink import LinkInfo, Netlink
 
+OWNED = "VPCQ-OWNED"  # marks a host table that vpcq created
 EMPTY_FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 UNKNOWN = "?"
 
@@ -70,6 +71,7 @@ class Kernel:
         self.nl = Netlink()
         self.apps = Apps(apps_dir)
         self._jumps: dict[str, set[str]] = {}  # host chain -> jump rules seen by observe
+        self._tables: set[str] = set()  # host iptables tables that existed at the last observe
 
     def close(self) -> None:
         self.nl.close()
@@ -158,6 +160,7 @@ class Kernel:
 
     def _host_chains(self, out: Topology, chains: set[str]) -> None:
         text = iptables.save(None)
+        self._tables = {ln[1:] for ln in text.splitlines() if ln.startswith("*")}
         table = ""
         body: dict[tuple[str, str], list[str]] = {}
         jumps: dict[str, set[str]] = {c: set() for c in chains}
@@ -247,16 +250,23 @@ class Kernel:
                 if self._chain_exists(r.chain):
                     raise
             self._jumps.pop(r.chain, None)
+            iptables.drop_owned_tables(None, OWNED)
             return
         want = _jump_rules(r)
         doc = ["*filter", f":{r.chain} - [0:0]"]
+        # a table vpcq brings into existence gets an owner tag, so that the last VPC's
+        # teardown can remove the table too and leave `nft list ruleset` as it found it
+        mark = [] if "filter" in self._tables else [f":{OWNED} - [0:0]"]
+        doc += mark
         doc += [f"-A {r.chain} {rule}" for rule in r.filter]
         doc += [f"-I {c} 1 {rest}" for t, c, rest in want if t == "filter" and f"{t}:{c} {rest}" not in seen]
         doc += ["COMMIT", "*nat", f":{r.chain} - [0:0]"]
+        doc += [] if "nat" in self._tables else [f":{OWNED} - [0:0]"]
         doc += [f"-A {r.chain} {rule}" for rule in r.nat]
         doc += [f"-I {c} 1 {rest}" for t, c, rest in want if t == "nat" and f"{t}:{c} {rest}" not in seen]
         doc += ["COMMIT", ""]
         iptables.restore(None, "\n".join(doc), noflush=True)
+        self._tables |= {"filter", "nat"}
         self._jumps[r.chain] = {f"{t}:{c} {rest}" for t, c, rest in want}
 
     def _chain_exists(self, chain: str) -> bool:

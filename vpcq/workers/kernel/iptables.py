@@ -43,3 +43,31 @@ def save(ns: str | None, table: str | None = None) -> str:
 def normalise(text: str) -> str:
     lines = [_COUNTERS.sub("[0:0]", ln) for ln in text.splitlines() if ln and not ln.startswith("#")]
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+_DEFAULT_POLICY = re.compile(r"^:[A-Z]+ ACCEPT \[0:0\]$")
+
+
+def drop_owned_tables(ns: str | None, marker: str) -> None:
+    """Delete each table that carries vpcq's owner tag and holds nothing else any more.
+
+    Only a table that vpcq created (tagged) and that is back to empty accepting base chains
+    is removed: anything another program added keeps the table where it is.
+    """
+    text = save(ns)
+    tables: dict[str, list[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            current = line[1:]
+            tables[current] = []
+        elif line != "COMMIT" and current:
+            tables[current].append(line)
+    for table, lines in tables.items():
+        if f":{marker} - [0:0]" not in lines:
+            continue
+        rest = [ln for ln in lines if ln != f":{marker} - [0:0]"]
+        if all(_DEFAULT_POLICY.match(ln) for ln in rest):
+            p = _run(ns, ["nft", "delete", "table", "ip", table], None)
+            if p.returncode != 0:
+                raise KernelError("delete", f"table ip {table} in {ns or 'host'}", p.stderr.strip())
