@@ -24,14 +24,11 @@ import pytest
 
 from tests.helpers import ROOT, Client, token
 from vpcq.workers.kernel import netns
+from vpcq.workers.kernel.sandbox import INTERNET_IP, build_internet, sweep
 
-INTERNET_IP = "203.0.113.10"
+__all__ = ["INTERNET_IP", "Net"]
 
 pytestmark = pytest.mark.kernel
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
 @dataclass
@@ -91,58 +88,6 @@ class Net:
             [sys.executable, "-m", "vpcq.cli.main", *args], input=input, capture_output=True,
             text=True, env={**os.environ, **self.env}, cwd=ROOT, timeout=300,
         )  # fmt: skip
-
-
-def build_internet(tok: str) -> None:
-    host, inet = f"{tok}h", f"{tok}i"
-    for ns in (host, inet):
-        netns.create(ns)
-    a, b = f"{tok}a0", f"{tok}b0"
-    _ip("-n", host, "link", "add", a, "type", "veth", "peer", "name", b, "netns", inet)
-    _ip("-n", host, "link", "set", a, "name", "inet0")
-    _ip("-n", host, "addr", "add", "198.51.100.2/24", "dev", "inet0")
-    _ip("-n", host, "link", "set", "inet0", "up")
-    _ip("-n", host, "link", "set", "lo", "up")
-    _ip("-n", host, "route", "add", "default", "via", "198.51.100.1")
-    _ip("-n", inet, "addr", "add", "198.51.100.1/24", "dev", b)
-    _ip("-n", inet, "addr", "add", f"{INTERNET_IP}/24", "dev", "lo")
-    _ip("-n", inet, "link", "set", b, "up")
-    _ip("-n", inet, "link", "set", "lo", "up")
-    _ip("-n", inet, "route", "add", "10.0.0.0/8", "via", "198.51.100.2")
-
-
-def sweep(tok: str, home: Path) -> list[str]:
-    """Remove everything a test made; return what had to be removed besides its own two
-    namespaces (apps, VPC namespaces), for the leak check."""
-    leaked: list[str] = []
-    for pidfile in (home / "apps").glob("*.json") if (home / "apps").exists() else []:
-        import json
-
-        pid = json.loads(pidfile.read_text())["pid"]
-        try:
-            os.kill(pid, signal.SIGKILL)
-            leaked.append(f"app pid {pid}")
-        except ProcessLookupError:
-            pass
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"vpcq.workers.app" in cmd and tok.encode() in cmd:
-            leaked.append(f"app process {proc.name}")
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for ns in netns.list_names():
-        if tok in ns:
-            if ns not in (f"{tok}h", f"{tok}i"):
-                leaked.append(f"netns {ns}")
-            netns.remove(ns)
-    return leaked
 
 
 @pytest.fixture

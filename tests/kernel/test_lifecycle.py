@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.kernel import net as probe
+from vpcq.workers.kernel import probe
 from tests.kernel.conftest import Net
 
 pytestmark = pytest.mark.kernel

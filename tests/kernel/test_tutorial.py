@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kernel import net as probe
+from vpcq.workers.kernel import probe
 from tests.kernel.conftest import INTERNET_IP, Net
 
 pytestmark = pytest.mark.kernel

@@ -1,4 +1,4 @@
-"""Probes for kernel tests: real connections made from inside a namespace, fork-free.
+"""Probes for tests, the demo and benchmarks: real connections from inside a namespace.
 
 A socket made by a thread that entered a namespace belongs to that namespace for good, so
 the probes can run it from the test's own thread. Every address probed is one the test made.
