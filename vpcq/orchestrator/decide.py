@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 from vpcq.errors import DomainError
@@ -34,6 +33,7 @@ from vpcq.events.schema import (
     VpcsUnpeered,
 )
 from vpcq.orchestrator import naming
+from vpcq.orchestrator.naming import network
 from vpcq.orchestrator.evolve import DomainEvent
 from vpcq.orchestrator.genesis import genesis, restore_touches
 from vpcq.orchestrator.state import State, Subnet, Vpc, pair
@@ -149,13 +149,13 @@ def _next_linknet(state: State) -> ipaddress.IPv4Network:
 def _create_vpc(cmd: CreateVpc, state: State) -> list[DomainEvent]:
     if cmd.name in state.vpcs:
         raise DomainError("name", f"a VPC named {cmd.name!r} already exists")
-    net = ipaddress.IPv4Network(cmd.cidr)
+    net = network(cmd.cidr)
     if not 8 <= net.prefixlen <= 28:
         raise DomainError("cidr", f"{cmd.cidr} must be between /8 and /28")
     key = naming.short_key(cmd.name, {v.key for v in state.vpcs.values()}, 6)
     router = naming.router_ns(cmd.name)
     overlaps = [
-        v.name for v in state.vpcs.values() if ipaddress.IPv4Network(v.cidr).overlaps(net)
+        v.name for v in state.vpcs.values() if network(v.cidr).overlaps(net)
     ]
     uplink = naming.linknet(
         _next_linknet(state),
@@ -181,13 +181,13 @@ def _add_subnet(cmd: AddSubnet, state: State) -> SubnetAdded:
     vpc = _vpc(state, cmd.vpc, "vpc")
     if cmd.name in vpc.subnets:
         raise DomainError("name", f"subnet {cmd.name!r} already exists in VPC {cmd.vpc}")
-    net = ipaddress.IPv4Network(cmd.cidr)
-    if not net.subnet_of(ipaddress.IPv4Network(vpc.cidr)):
+    net = network(cmd.cidr)
+    if not net.subnet_of(network(vpc.cidr)):
         raise DomainError("cidr", f"{cmd.cidr} is not inside VPC {cmd.vpc} ({vpc.cidr})")
     if net.prefixlen > 29:
         raise DomainError("cidr", f"{cmd.cidr} is smaller than a /29")
     for sib in vpc.subnets.values():
-        if ipaddress.IPv4Network(sib.cidr).overlaps(net):
+        if network(sib.cidr).overlaps(net):
             raise DomainError("cidr", f"{cmd.cidr} overlaps subnet {sib.name} ({sib.cidr})")
     netns = naming.subnet_ns(cmd.vpc, cmd.name)
     for other in state.vpcs.values():
@@ -220,7 +220,7 @@ def _peer(cmd: PeerVpcs, state: State) -> VpcsPeered:
     b = _vpc(state, cmd.b, "b")
     if pair(a.name, b.name) in state.peerings:
         raise DomainError("b", f"{a.name} and {b.name} are already peered")
-    if ipaddress.IPv4Network(a.cidr).overlaps(ipaddress.IPv4Network(b.cidr)):
+    if network(a.cidr).overlaps(network(b.cidr)):
         raise DomainError("b", f"{a.name} ({a.cidr}) and {b.name} ({b.cidr}) overlap")
     link = naming.linknet(
         _next_linknet(state),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from vpcq.events.schema import (
     AppDeployed,
@@ -79,7 +78,10 @@ class Folder:
         rec = self.commands.get(command_id)
         if rec is None or rec.status != "pending":
             return  # a duplicate outcome (a job may run twice) changes nothing
-        self.commands[command_id] = replace(rec, status=status, reason=reason)  # type: ignore[arg-type]
+        self.commands[command_id] = CommandRecord(
+            rec.id, rec.kind, rec.seq, rec.last_seq, rec.vpcs, status, reason,  # type: ignore[arg-type]
+            rec.actor, rec.time, rec.correlation_id,
+        )
         self.pending.pop(command_id, None)
 
     # -- the domain --------------------------------------------------------------------------
@@ -112,25 +114,29 @@ class Folder:
                     address=ev.address,
                     prefixlen=ev.prefixlen,
                 )
-                self.vpcs[ev.vpc] = replace(vpc, subnets={**vpc.subnets, ev.name: sub})
+                self.vpcs[ev.vpc] = vpc.with_subnets({**vpc.subnets, ev.name: sub})
             case SubnetDeleted():
                 vpc = self.vpcs[ev.vpc]
                 subnets = dict(vpc.subnets)
                 del subnets[ev.name]
-                self.vpcs[ev.vpc] = replace(vpc, subnets=subnets)
+                self.vpcs[ev.vpc] = vpc.with_subnets(subnets)
             case AppDeployed():
-                self._subnet(ev.vpc, ev.subnet, app_port=ev.port)
+                self._subnet(ev.vpc, self._sub(ev.vpc, ev.subnet).with_app(ev.port))
             case AppStopped():
-                self._subnet(ev.vpc, ev.subnet, app_port=None)
+                self._subnet(ev.vpc, self._sub(ev.vpc, ev.subnet).with_app(None))
             case FirewallApplied():
-                self._subnet(ev.vpc, ev.subnet, firewall=ev.firewall)
+                self._subnet(ev.vpc, self._sub(ev.vpc, ev.subnet).with_firewall(ev.firewall))
             case VpcsPeered():
                 self.peerings[pair(ev.a, ev.b)] = Peering(
                     a=ev.a, b=ev.b, link=ev.link, a_cidr=ev.a_cidr, b_cidr=ev.b_cidr
                 )
+                self._peer(ev.a, ev.b, add=True)
+                self._peer(ev.b, ev.a, add=True)
                 self._linknet(ev.link.net)
             case VpcsUnpeered():
                 self.peerings.pop(pair(ev.a, ev.b), None)
+                self._peer(ev.a, ev.b, add=False)
+                self._peer(ev.b, ev.a, add=False)
             case VpcDeleted():
                 self._drop_vpc(ev.name)
             case VpcRestored():
@@ -141,15 +147,25 @@ class Folder:
     def _linknet(self, net: str) -> None:
         self.linknet_hwm = max(self.linknet_hwm, linknet_index(net) + 1)
 
-    def _subnet(self, vpc_name: str, subnet: str, **changes: object) -> None:
+    def _sub(self, vpc: str, subnet: str) -> Subnet:
+        return self.vpcs[vpc].subnets[subnet]
+
+    def _subnet(self, vpc_name: str, sub: Subnet) -> None:
         vpc = self.vpcs[vpc_name]
-        sub = replace(vpc.subnets[subnet], **changes)  # type: ignore[arg-type]
-        self.vpcs[vpc_name] = replace(vpc, subnets={**vpc.subnets, subnet: sub})
+        self.vpcs[vpc_name] = vpc.with_subnets({**vpc.subnets, sub.name: sub})
+
+    def _peer(self, vpc_name: str, other: str, add: bool) -> None:
+        vpc = self.vpcs.get(vpc_name)
+        if vpc is None:
+            return
+        peers = tuple(p for p in vpc.peers if p != other)
+        self.vpcs[vpc_name] = vpc.with_peers((*peers, other) if add else peers)
 
     def _drop_vpc(self, name: str) -> None:
-        self.vpcs.pop(name, None)
-        for key in [k for k, p in self.peerings.items() if name in (p.a, p.b)]:
-            del self.peerings[key]
+        vpc = self.vpcs.pop(name, None)
+        for other in vpc.peers if vpc is not None else ():
+            self.peerings.pop(pair(name, other), None)
+            self._peer(other, name, add=False)
 
 
 def fold(state: State, envelopes: Iterable[Envelope]) -> State:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Set
@@ -10,10 +11,17 @@ from vpcq.events.schema import LinkNet
 
 IFNAMSIZ = 15
 LINKNET_POOL = ipaddress.IPv4Network("100.64.0.0/10")
+_POOL_BASE = int(LINKNET_POOL.network_address)
 HOST_PREFIX = "vq"  # every host-side interface vpcq makes starts with this
 ROUTER_NS_PREFIX = "vpcq_"  # router namespaces; '_' never appears in a user's name
 UPLINK_IF = "uplink"  # the router's end of its uplink
 SUBNET_IF = "eth0"  # the subnet namespace's end of its veth
+
+
+@functools.lru_cache(maxsize=65536)
+def network(cidr: str) -> ipaddress.IPv4Network:
+    """A parsed network, cached: decide compares a new CIDR with every VPC's."""
+    return ipaddress.IPv4Network(cidr)
 
 
 def short_key(seed: str, taken: Set[str], length: int) -> str:
@@ -50,9 +58,11 @@ def peer_if(other_vpc_key: str) -> str:
     return f"vp-{other_vpc_key}"
 
 
+@functools.lru_cache(maxsize=65536)
 def linknet_index(net: str) -> int:
-    """The position of a /30 link-net in the pool."""
-    return (int(ipaddress.IPv4Network(net).network_address) - int(LINKNET_POOL.network_address)) // 4
+    """The position of a /30 link-net in the pool ("100.64.0.8/30" -> 2); no ipaddress parse."""
+    a, b, c, d = (int(x) for x in net.split("/", 1)[0].split("."))
+    return (((a << 24) | (b << 16) | (c << 8) | d) - _POOL_BASE) // 4
 
 
 def allocate_linknet(used: Iterable[str], start: int = 0) -> ipaddress.IPv4Network:
@@ -61,13 +71,12 @@ def allocate_linknet(used: Iterable[str], start: int = 0) -> ipaddress.IPv4Netwo
     Starting past every link-net ever allocated (the state's high-water mark) means a freed
     link-net is not reused soon, so restoring an old VPC never finds its link-net taken.
     """
-    taken = {int(ipaddress.IPv4Network(n).network_address) for n in used}
-    base = int(LINKNET_POOL.network_address)
+    taken = {linknet_index(n) for n in used}
     size = LINKNET_POOL.num_addresses // 4
     for j in range(size):
-        addr = base + 4 * ((start + j) % size)
-        if addr not in taken:
-            return ipaddress.IPv4Network((addr, 30))
+        i = (start + j) % size
+        if i not in taken:
+            return ipaddress.IPv4Network((_POOL_BASE + 4 * i, 30))
     raise RuntimeError("the link-net pool 100.64.0.0/10 is exhausted")  # pragma: no cover
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,13 +16,13 @@ from vpcq.errors import ConcurrencyError, DomainError
 from vpcq.events.commands import Command, Rollback
 from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, Envelope
-from vpcq.events.store import EventStore
+from vpcq.events.store import EventStore, no_gc
 from vpcq.orchestrator.decide import decide
 from vpcq.orchestrator.evolve import fold
 from vpcq.orchestrator.snapshot import dump_state, load_state
 from vpcq.orchestrator.state import INITIAL, State
 
-MAX_RETRIES = 20
+MAX_RETRIES = 200
 SNAPSHOT_EVERY = 2000
 
 
@@ -66,7 +68,9 @@ class StateLoader:
 
     async def at(self, seq: int) -> State:
         """The state as it was right after event `seq` (a full replay)."""
-        return fold(INITIAL, await self.store.read(after=0, upto=seq))
+        envs = await self.store.read(after=0, upto=seq)
+        with no_gc():
+            return fold(INITIAL, envs)
 
 
 class Orchestrator:
@@ -99,7 +103,7 @@ class Orchestrator:
         atomically or nothing. A rejected command raises DomainError with its index."""
         correlation = correlation_id or self.ids()
         cmd_ids = [self.ids() for _ in commands]
-        for _ in range(MAX_RETRIES):
+        for attempt in range(MAX_RETRIES):
             state = await self.loader.load()
             envelopes: list[Envelope] = []
             results: list[Submitted] = []
@@ -145,10 +149,13 @@ class Orchestrator:
             try:
                 version = await self.store.append(envelopes, expected_version=envelopes[0].seq - 1)
             except ConcurrencyError:
-                continue  # someone appended first: re-read the tail and decide again
+                # someone appended first: re-read the tail and decide again, after a short
+                # random pause so that racing clients do not collide in lockstep
+                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+                continue
             vpcs: list[str] = []
             for r in results:
                 vpcs += [v for v in r.vpcs if v not in vpcs]
             await self.queue.reconcile(vpcs, version)
             return results
-        raise ConcurrencyError(-1, -1)
+        raise ConcurrencyError(state.seq, await self.store.version())

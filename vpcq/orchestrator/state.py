@@ -29,6 +29,14 @@ class Subnet:
     app_port: int | None = None
     firewall: Firewall | None = None
 
+    def with_app(self, port: int | None) -> Subnet:
+        return Subnet(self.name, self.cidr, self.public, self.key, self.netns, self.bridge,
+                      self.veth, self.gateway, self.address, self.prefixlen, port, self.firewall)
+
+    def with_firewall(self, fw: Firewall | None) -> Subnet:
+        return Subnet(self.name, self.cidr, self.public, self.key, self.netns, self.bridge,
+                      self.veth, self.gateway, self.address, self.prefixlen, self.app_port, fw)
+
 
 @dataclass(frozen=True, slots=True)
 class Vpc:
@@ -40,6 +48,16 @@ class Vpc:
     uplink: LinkNet
     host_route: bool
     subnets: Mapping[str, Subnet] = field(default_factory=dict)
+    peers: tuple[str, ...] = ()  # names of the VPCs it is peered with
+
+    # direct constructors: dataclasses.replace costs several times more in a 100k-event fold
+    def with_subnets(self, subnets: Mapping[str, Subnet]) -> Vpc:
+        return Vpc(self.name, self.cidr, self.key, self.router_ns, self.interface, self.uplink,
+                   self.host_route, subnets, self.peers)
+
+    def with_peers(self, peers: tuple[str, ...]) -> Vpc:
+        return Vpc(self.name, self.cidr, self.key, self.router_ns, self.interface, self.uplink,
+                   self.host_route, self.subnets, peers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +99,8 @@ class State:
 
     def peers_of(self, vpc: str) -> list[Peering]:
         """Peerings that involve `vpc`."""
-        return [p for p in self.peerings.values() if vpc in (p.a, p.b)]
+        v = self.vpcs.get(vpc)
+        return [] if v is None else [self.peerings[pair(vpc, o)] for o in v.peers]
 
     def pending_for(self, vpc: str) -> list[CommandRecord]:
         """Pending commands that touch `vpc`, in log order."""

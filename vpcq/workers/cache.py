@@ -7,7 +7,7 @@ import bisect
 
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.evolve import Folder
-from vpcq.orchestrator.state import INITIAL, State, VpcView
+from vpcq.orchestrator.state import INITIAL, State, VpcView, pair
 
 
 class LogCache:
@@ -32,7 +32,9 @@ class LogCache:
         for env in envs:
             f.envelope(env)
             for v in env.vpcs:
-                peerings = tuple(p for p in f.peerings.values() if v in (p.a, p.b))
+                vpc = f.vpcs.get(v)
+                peers = vpc.peers if vpc is not None else ()
+                peerings = tuple(f.peerings[pair(v, o)] for o in peers)
                 self._seqs.setdefault(v, []).append(env.seq)
                 self._views.setdefault(v, []).append(VpcView(f.vpcs.get(v), peerings))
         self.state = f.build()
