@@ -22,10 +22,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.cmd is None:
         parser.print_help()
         return 0
-    if ns.cmd in ("worker", "drift", "reconcile"):
-        # these import pyroute2; run them in a fresh process, not this one
+    kernel_side = ns.cmd in ("worker", "drift", "reconcile") or (
+        ns.cmd == "replay" and (ns.dry_run or ns.to_seq is None)
+    )
+    if kernel_side:
+        # these read or change the kernel (pyroute2): run them in a fresh process, not this one
         if ns.cmd == "worker":
             rest = ["run"] + (["--burst"] if ns.burst else [])
+        elif ns.cmd == "replay":
+            # --dry-run: the plan to the state at SEQ; without it: rebuild the kernel from the log
+            rest = ["drift"] if ns.dry_run else ["repair"]
+            rest += ["--at", str(ns.to_seq)] if ns.dry_run and ns.to_seq is not None else []
+            rest += ["--json"] if ns.json else []
         else:
             rest = ["drift" if ns.cmd == "drift" else "repair", *ns.vpcs]
             rest += ["--json"] if ns.json else []

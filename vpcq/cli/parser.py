@@ -128,8 +128,12 @@ def build() -> Parser:
     st = _cmd(sub, "status", "the fate of a command", "vpcq status 3f2a9c01d4e5b6a7")
     st.add_argument("command_id")
     st.add_argument("--json", action="store_true")
-    rp = _cmd(sub, "replay", "the state as it was at SEQ (default: now)", "vpcq replay --to 12")
+    rp = _cmd(sub, "replay",
+              "with --to SEQ: the state as it was at SEQ; with --dry-run: the plan that would bring "
+              "the kernel there; alone: rebuild the kernel from the whole log (after a reboot)",
+              "vpcq replay --to 12   |   vpcq replay --to 12 --dry-run   |   vpcq replay")
     rp.add_argument("--to", type=int, dest="to_seq", metavar="SEQ")
+    rp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     rp.add_argument("--json", action="store_true")
 
     dr = _cmd(sub, "drift", "list every difference between the log and the kernel (exit 1 if any)",

@@ -114,6 +114,8 @@ def summary(env: Envelope) -> str:
             return f"applied {d['command_id']} ({d['steps']} steps)"
         case "ChangeFailed":
             return f"failed {d['command_id']}: {d['reason']}"
+        case "DriftRepaired":
+            return f"repaired {len(d['steps'])} difference(s): {'; '.join(d['steps'][:3])}"
         case "VpcRestored":
             return f"{d['vpc']} restored to seq {d['to_seq']} ({d['reason']})"
     keep = {k: v for k, v in d.items() if isinstance(v, str | int | bool) and v is not None}

@@ -16,6 +16,11 @@ class JobQueue:
         self.redis = redis
 
     async def reconcile(self, vpcs: Iterable[str], version: int) -> None:
-        """Ask a worker to bring each VPC to the log's state; the job id dedupes repeats."""
+        """Ask a worker to apply each VPC's pending commands; the job id dedupes repeats."""
         for vpc in vpcs:
             await self.redis.enqueue_job(RECONCILE, vpc, _job_id=f"reconcile:{vpc}:{version}")
+
+    async def repair(self, vpcs: Iterable[str], version: int) -> None:
+        """Ask a worker to also compare each VPC with the kernel and repair any drift."""
+        for vpc in vpcs:
+            await self.redis.enqueue_job(RECONCILE, vpc, True, _job_id=f"repair:{vpc}:{version}")

@@ -89,6 +89,17 @@ class ChangeFailed(Frozen):
         return self.vpcs
 
 
+class DriftRepaired(Frozen):
+    """A worker found the kernel different from the log (a reboot, a hand edit) and fixed it."""
+
+    type: Literal["DriftRepaired"] = "DriftRepaired"
+    vpcs: tuple[str, ...]
+    steps: tuple[str, ...]  # what was done, one line each (at most 100)
+
+    def aggregates(self) -> tuple[str, ...]:
+        return self.vpcs
+
+
 # ---- the domain ----------------------------------------------------------------------------
 
 
@@ -219,6 +230,7 @@ Event: TypeAlias = Annotated[
     CommandAccepted
     | ChangeApplied
     | ChangeFailed
+    | DriftRepaired
     | VpcCreated
     | SubnetAdded
     | SubnetDeleted
@@ -239,7 +251,7 @@ EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 SCHEMA_VERSIONS: dict[str, int] = {
     name: 1
     for name in (
-        "CommandAccepted ChangeApplied ChangeFailed VpcCreated SubnetAdded SubnetDeleted "
+        "CommandAccepted ChangeApplied ChangeFailed DriftRepaired VpcCreated SubnetAdded SubnetDeleted "
         "AppDeployed AppStopped FirewallApplied VpcsPeered VpcsUnpeered VpcDeleted VpcRestored"
     ).split()
 }

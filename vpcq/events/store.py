@@ -19,18 +19,24 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from vpcq.errors import ConcurrencyError
-from vpcq.events.schema import ENVELOPE, SCHEMA_VERSIONS, Envelope
+from vpcq.events.schema import ENVELOPE, SCHEMA_VERSIONS, ChangeApplied, ChangeFailed, Envelope
 from vpcq.events.upcast import upcast
 
+# ARGV: expected version (-1: any), then pairs (once-key, event JSON). An event with a
+# once-key (a command id, for outcome events) is written only if no event with that key was
+# written before: a job that runs twice can never record a command's outcome twice.
 _APPEND = """
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 local expected = tonumber(ARGV[1])
 if expected >= 0 and cur ~= expected then
   return redis.error_reply('VERSION_CONFLICT ' .. cur)
 end
-for i = 2, #ARGV do
-  cur = cur + 1
-  redis.call('XADD', KEYS[1], cur .. '-0', 'e', ARGV[i])
+for i = 2, #ARGV, 2 do
+  local once = ARGV[i]
+  if once == '' or redis.call('HSETNX', KEYS[3], once, cur + 1) == 1 then
+    cur = cur + 1
+    redis.call('XADD', KEYS[1], cur .. '-0', 'e', ARGV[i + 1])
+  end
 end
 redis.call('SET', KEYS[2], cur)
 return cur
@@ -69,6 +75,7 @@ class EventStore:
         self.redis = redis
         self.stream = f"{prefix}:log"
         self.version_key = f"{prefix}:version"
+        self.outcomes_key = f"{prefix}:outcomes"  # command id -> seq of its outcome
         self._append = redis.register_script(_APPEND)
 
     async def version(self) -> int:
@@ -77,13 +84,19 @@ class EventStore:
         return int(v or 0)
 
     async def append(self, events: Sequence[Envelope], expected_version: int | None) -> int:
-        """Append atomically if the log is at `expected_version` (None: anywhere); new version."""
+        """Append atomically if the log is at `expected_version` (None: anywhere); new version.
+
+        A command's outcome (ChangeApplied or ChangeFailed) is written at most once.
+        """
         if not events:
             return await self.version()
         args: list[Any] = [-1 if expected_version is None else expected_version]
-        args += [encode(e) for e in events]
+        for e in events:
+            once = e.event.command_id if isinstance(e.event, ChangeApplied | ChangeFailed) else ""
+            args += [once, encode(e)]
+        keys = [self.stream, self.version_key, self.outcomes_key]
         try:
-            result = await self._append(keys=[self.stream, self.version_key], args=args)
+            result = await self._append(keys=keys, args=args)
         except ResponseError as e:
             text = str(e)
             if text.startswith("VERSION_CONFLICT"):

@@ -10,6 +10,7 @@ from vpcq.events.schema import (
     ChangeApplied,
     ChangeFailed,
     CommandAccepted,
+    DriftRepaired,
     Envelope,
     FirewallApplied,
     SubnetAdded,
@@ -71,6 +72,8 @@ class Folder:
             self._outcome(ev.command_id, "applied", None)
         elif isinstance(ev, ChangeFailed):
             self._outcome(ev.command_id, "failed", ev.reason)
+        elif isinstance(ev, DriftRepaired):
+            pass  # an audit record: the kernel changed, the desired state did not
         else:
             self.domain(ev)
 

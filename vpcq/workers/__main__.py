@@ -29,6 +29,7 @@ def main() -> int:
         d = sub.add_parser(name)
         d.add_argument("vpcs", nargs="*")
         d.add_argument("--json", action="store_true")
+        d.add_argument("--at", type=int, help="compare with the state right after this event")
     argv = sys.argv[1:]
     if not argv or argv[0].startswith("--"):
         argv = ["run", *argv]
@@ -68,7 +69,7 @@ async def _drift(args: Any) -> int:
     engine, redis = await make_engine("drift")
     try:
         if args.cmd == "drift":
-            steps = await engine.drift(args.vpcs)
+            steps = await engine.drift(args.vpcs, args.at)
         else:
             steps = await engine.repair(args.vpcs)
     finally:

@@ -18,7 +18,7 @@ import structlog
 
 from vpcq.errors import ConcurrencyError, KernelError
 from vpcq.events.jobs import JobQueue
-from vpcq.events.schema import ChangeApplied, Envelope
+from vpcq.events.schema import ChangeApplied, DriftRepaired, Envelope
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.diff import Step, diff
 from vpcq.orchestrator.failure import fail
@@ -30,6 +30,7 @@ from vpcq.workers.kernel.adapter import Kernel, Scope
 from vpcq.workers.locks import Locks
 
 log = structlog.get_logger("vpcq.engine")
+_REPAIR = CommandRecord(id="repair", kind="repair", seq=0, last_seq=0, vpcs=())
 
 
 class NotReady(Exception):
@@ -39,7 +40,9 @@ class NotReady(Exception):
 @dataclass(frozen=True)
 class Fault:
     """Fault injection for tests: VPCQ_FAULT=step:N (the Nth step of an apply, from 0) or
-    VPCQ_FAULT=kind:Bridge (every step on that kind of resource), optionally :create etc."""
+    VPCQ_FAULT=kind:Bridge (every step on that kind of resource), optionally :create etc.
+    VPCQ_FAULT_FILE=path reads the same spec from a file before every apply, so a test can
+    move the fault from step to step without restarting the worker."""
 
     index: int | None = None
     kind: str | None = None
@@ -47,7 +50,14 @@ class Fault:
 
     @classmethod
     def from_env(cls) -> Fault | None:
-        spec = os.environ.get("VPCQ_FAULT")
+        spec = os.environ.get("VPCQ_FAULT", "")
+        path = os.environ.get("VPCQ_FAULT_FILE")
+        if path:
+            try:
+                with open(path) as f:
+                    spec = f.read().strip()
+            except FileNotFoundError:
+                spec = ""
         if not spec:
             return None
         what, _, rest = spec.partition(":")
@@ -83,7 +93,6 @@ class Engine:
         self.kernel = kernel
         self.cache = LogCache(store)
         self.actor = f"{name}@{socket.gethostname()}"
-        self.fault = Fault.from_env()
         self._one_at_a_time: set[str] = set()
         self._inet: str | None = None
         self._inet_known = False
@@ -96,13 +105,16 @@ class Engine:
 
     # ---- the job ---------------------------------------------------------------------------
 
-    async def reconcile(self, vpc: str) -> int:
-        """Apply every pending command of `vpc`; returns how many were settled."""
+    async def reconcile(self, vpc: str, repair: bool = False) -> int:
+        """Apply every pending command of `vpc` (then, with `repair`, any drift); returns how
+        many commands were settled."""
         settled = 0
         for _ in range(10_000):
             state = await self.cache.refresh()
             pending = state.pending_for(vpc)
             if not pending:
+                if repair:
+                    await self.repair([vpc])
                 return settled
             group = self._group(state, pending, vpc)
             names = sorted({v for c in group for v in c.vpcs})
@@ -146,36 +158,49 @@ class Engine:
 
     # ---- drift --------------------------------------------------------------------------
 
-    async def drift(self, names: Sequence[str] = ()) -> list[Step]:
-        """Every step that would bring the kernel to the log's current state (nothing applied)."""
-        desired, scope = await self._current(names)
+    async def drift(self, names: Sequence[str] = (), at: int | None = None) -> list[Step]:
+        """Every step that would bring the kernel to the log's state (now, or right after
+        event `at`); nothing is applied."""
+        desired, scope = await self._target(names, at)
         actual = await self.kernel.observe(scope, desired, all_rules=True)
         return diff(desired, actual)
 
     async def repair(self, names: Sequence[str] = ()) -> list[Step]:
-        """Bring each VPC back to the log's current state; returns the steps taken."""
+        """Bring each VPC back to the log's current state (after a reboot, a hand edit);
+        records what was done in the log. Returns the steps taken."""
         state = await self.cache.refresh()
         names = list(names) or self.cache.known()
         done: list[Step] = []
         for vpc in names:
             if state.pending_for(vpc):
-                continue  # its pending commands' job will converge it
+                continue  # its pending commands' job converges it
             async with self.locks.hold([vpc]):
-                desired, scope = await self._current([vpc])
+                desired, scope = await self._target([vpc], None)
                 actual = await self.kernel.observe(scope, desired, all_rules=True)
                 steps = diff(desired, actual)
                 for step in steps:
                     await self.kernel.apply(step)
-                done += steps
+            if steps:
+                lines = tuple(s.describe() for s in steps[:100])
+                envs = self._envelopes([DriftRepaired(vpcs=(vpc,), steps=lines)],
+                                       _REPAIR, state.seq)
+                await self.store.append(envs, expected_version=None)
+                log.info("drift repaired", vpc=vpc, steps=len(steps))
+            done += steps
         return done
 
-    async def _current(self, names: Sequence[str]) -> tuple[Topology, Scope]:
+    async def _target(self, names: Sequence[str], at: int | None) -> tuple[Topology, Scope]:
         state = await self.cache.refresh()
         names = list(names) or self.cache.known()
         inet = await self.internet_if()
-        desired = plan({v: view_of(state, v) for v in names}, inet)
+        if at is None:
+            views = {v: view_of(state, v) for v in names}
+        else:
+            views = {v: self.cache.view_at(v, at) for v in names}
+        desired = plan(views, inet)
         scope = Scope()
         scope.add(desired)
+        scope.add(plan({v: view_of(state, v) for v in names}, inet))
         scope.add(plan({v: self.cache.last_view(v) for v in names}, inet))
         return desired, scope
 
@@ -220,9 +245,10 @@ class Engine:
     async def _converge(self, scope: Scope, desired: Topology, inject: bool) -> int:
         actual = await self.kernel.observe(scope, desired)
         steps = diff(desired, actual)
+        fault = Fault.from_env() if inject else None
         for i, step in enumerate(steps):
-            if inject and self.fault is not None:
-                self.fault.check(i, step)
+            if fault is not None:
+                fault.check(i, step)
             log.debug("step", n=i, step=step.describe())
             await self.kernel.apply(step)
         return len(steps)

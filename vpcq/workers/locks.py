@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -12,6 +13,16 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_RENEW = """
+local n = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    n = n + 1
+  end
+end
+return n
+"""
 
 
 class Busy(Exception):
@@ -19,11 +30,15 @@ class Busy(Exception):
 
 
 class Locks:
-    def __init__(self, redis: Redis, prefix: str = "vpcq", ttl_ms: int = 30_000) -> None:
+    """Short-lived locks, renewed while held: a worker killed with SIGKILL holds nothing for
+    longer than `ttl_ms`, so the VPC's next job starts soon after."""
+
+    def __init__(self, redis: Redis, prefix: str = "vpcq", ttl_ms: int = 5_000) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ttl_ms = ttl_ms
         self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
 
     @asynccontextmanager
     async def hold(self, names: Sequence[str]) -> AsyncIterator[None]:
@@ -36,7 +51,16 @@ class Locks:
                 if not await self.redis.set(key, token, nx=True, px=self.ttl_ms):
                     raise Busy(name)
                 taken.append(key)
-            yield
+            renew = asyncio.create_task(self._keep(taken, token))
+            try:
+                yield
+            finally:
+                renew.cancel()
         finally:
             for key in reversed(taken):
                 await self._release(keys=[key], args=[token])
+
+    async def _keep(self, keys: list[str], token: str) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            await self._renew(keys=keys, args=[token, self.ttl_ms])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from typing import Any
 
 import structlog
@@ -21,12 +23,12 @@ log = structlog.get_logger("vpcq.worker")
 JOB_TIMEOUT = 60
 
 
-async def reconcile(ctx: dict[str, Any], vpc: str) -> int:
+async def reconcile(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
     """Bring one VPC to the state the log wants."""
     engine: Engine = ctx["engine"]
     structlog.contextvars.bind_contextvars(vpc=vpc, job_id=ctx.get("job_id"))
     try:
-        return await engine.reconcile(vpc)
+        return await engine.reconcile(vpc, repair)
     except Busy:
         raise Retry(defer=0.05) from None
     except NotReady:
@@ -49,16 +51,31 @@ async def startup(ctx: dict[str, Any]) -> None:
     engine = build_engine(ctx["redis"], ctx.get("name", "worker"))
     queue = engine.queue
     ctx["engine"] = engine
-    # a worker that starts (after a crash or a reboot) re-queues every VPC with work to do
+    # a worker that starts (after a crash or a reboot) re-queues every VPC with work to do,
+    # and checks every VPC against the kernel (a reboot leaves the log, not the kernel)
     state = await engine.cache.refresh()
     behind = sorted({v for cid in state.pending for v in state.commands[cid].vpcs})
-    if os.environ.get("VPCQ_RESTORE_ON_START", "1") == "1":
-        behind = sorted(set(behind) | set(state.vpcs))
     await queue.reconcile(behind, state.seq)
+    if os.environ.get("VPCQ_RESTORE_ON_START", "1") == "1":
+        await queue.repair(sorted(state.vpcs), state.seq)
+    interval = float(os.environ.get("VPCQ_DRIFT_INTERVAL", "0"))
+    if interval > 0:
+        ctx["drift_timer"] = asyncio.create_task(_drift_timer(engine, interval))
     log.info("worker ready", seq=state.seq, queued=behind)
 
 
+async def _drift_timer(engine: Engine, interval: float) -> None:
+    """Re-check every VPC against the kernel every `interval` seconds ($VPCQ_DRIFT_INTERVAL)."""
+    while True:
+        await asyncio.sleep(interval)
+        state = await engine.cache.refresh()
+        await engine.queue.repair(sorted(state.vpcs), int(time.time()))
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
+    timer = ctx.get("drift_timer")
+    if timer is not None:
+        timer.cancel()
     engine: Engine | None = ctx.get("engine")
     if engine is not None:
         engine.kernel.close()

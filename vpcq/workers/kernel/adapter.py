@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vpcq.errors import KernelError
-from vpcq.orchestrator import naming, rules
 from vpcq.orchestrator.diff import Step
 from vpcq.orchestrator.topology import (
     Addr,
@@ -44,6 +43,7 @@ class Scope:
     host_chains: set[str] = field(default_factory=set)
     rules_ns: set[str] = field(default_factory=set)  # namespaces whose rules are read
     sysctls: set[tuple[str | None, str]] = field(default_factory=set)
+    veths: dict[tuple[object, ...], Veth] = field(default_factory=dict)  # every pair planned
 
     def add(self, t: Topology) -> None:
         for r in t.values():
@@ -51,6 +51,7 @@ class Scope:
                 case Netns():
                     self.namespaces.add(r.name)
                 case Veth():
+                    self.veths[r.key] = r
                     for ns, name in ((r.ns, r.name), (r.peer_ns, r.peer_name)):
                         if ns is None:
                             self.host_links.add(name)
@@ -72,6 +73,7 @@ class Kernel:
         self.apps = Apps(apps_dir)
         self._jumps: dict[str, set[str]] = {}  # host chain -> jump rules seen by observe
         self._tables: set[str] = set()  # host iptables tables that existed at the last observe
+        self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
 
     def close(self) -> None:
         self.nl.close()
@@ -104,7 +106,8 @@ class Kernel:
         # a peering's far end lives in a router this job does not own: look, never touch
         peek = {ns: await self.nl.links(ns) for ns in sorted(scope.peers - scope.namespaces)
                 if netns.exists(ns)}
-        self._veths(out, links, peek, desired)
+        self._veths(out, links, peek, {**scope.veths, **{
+            k: r for k, r in desired.items() if isinstance(r, Veth)}})
         for ns, lmap in links.items():
             for li in lmap.values():
                 if li.kind in ("bridge",) and ns is not None:
@@ -125,7 +128,7 @@ class Kernel:
         for ns in sorted(n for n in links if n is not None):
             if all_rules or ns in scope.rules_ns:
                 text = iptables.save(ns) or EMPTY_FILTER
-                _put(out, Rules(ns, _strip_empty_nat(text, desired.get(("rules", ns)))))
+                _put(out, Rules(ns, text))
             else:
                 want = desired.get(("rules", ns))
                 if isinstance(want, Rules) and want.text == EMPTY_FILTER:
@@ -135,6 +138,7 @@ class Kernel:
                 _put(out, App(ns, app.port, app.vpc, app.subnet))
         if scope.host_chains:
             self._host_chains(out, scope.host_chains)
+        self._veths_seen = [r for r in out.values() if isinstance(r, Veth)]
         return out
 
     def _veths(
@@ -142,15 +146,15 @@ class Kernel:
         out: Topology,
         links: dict[str | None, dict[str, LinkInfo]],
         peek: dict[str, dict[str, LinkInfo]],
-        desired: Topology,
+        known: dict[tuple[object, ...], Veth],
     ) -> None:
         def have(ns: str | None, name: str) -> bool:
             li = links.get(ns, peek.get(ns or "", {})).get(name)
             return li is not None and li.kind == "veth"
 
         covered: set[tuple[str | None, str]] = set()
-        for r in desired.values():
-            if isinstance(r, Veth) and have(r.ns, r.name) and have(r.peer_ns, r.peer_name):
+        for r in known.values():
+            if have(r.ns, r.name) and have(r.peer_ns, r.peer_name):
                 _put(out, r)
                 covered |= {(r.ns, r.name), (r.peer_ns, r.peer_name)}
         for ns, lmap in links.items():
@@ -199,6 +203,7 @@ class Kernel:
                 if delete:
                     self.nl.forget(r.name)
                     netns.remove(r.name)
+                    await self._wait_gone(r.name)
                 else:
                     netns.create(r.name)
             case Sysctl():
@@ -233,6 +238,24 @@ class Kernel:
                 else:
                     self.apps.stop(r.ns)  # a stale or different app goes first
                     self.apps.start(r.ns, r.port, r.vpc, r.subnet)
+
+    async def _wait_gone(self, ns: str, timeout: float = 3.0) -> None:
+        """Wait until the far ends of the namespace's veths are gone.
+
+        The kernel destroys a namespace's interfaces asynchronously after its last reference
+        goes; until then their peers still exist elsewhere, and a diff made in between would
+        think they need no step.
+        """
+        survivors = [(v.peer_ns, v.peer_name) if v.ns == ns else (v.ns, v.name)
+                     for v in self._veths_seen if ns in (v.ns, v.peer_ns)]
+        survivors = [(n, i) for n, i in survivors if n != UNKNOWN and (n is None or netns.exists(n))]
+        deadline = time.monotonic() + timeout
+        for where, name in survivors:
+            while await self.nl.exists(where, name):
+                if time.monotonic() > deadline:
+                    raise KernelError("remove", f"netns {ns}", f"{name} in {where or 'host'} "
+                                      "did not go away", transient=True)
+                await asyncio.sleep(0.005)
 
     def _apply_host_chain(self, r: HostChain, delete: bool) -> None:
         seen = self._jumps.get(r.chain, set())
@@ -292,10 +315,6 @@ def _uplink_from(jumps: set[str], chain: str) -> str:
     return ""
 
 
-def _strip_empty_nat(text: str, want: Resource | None) -> str:
-    return text
-
-
 def _put(t: Topology, r: Resource) -> None:
     t[r.key] = r
 
@@ -315,9 +334,3 @@ def _write_sysctl(name: str, value: str) -> None:
     except OSError as e:
         raise KernelError("set", f"sysctl {name}", str(e)) from e
 
-
-def host_chain_names(keys: Iterable[str]) -> set[str]:
-    return {rules.host_chain(k) for k in keys}
-
-
-_unused = (naming, time)

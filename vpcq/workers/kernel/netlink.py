@@ -152,6 +152,9 @@ class Netlink:
         async with self.lock(ns):
             return list(await ipr.link_lookup(ifname=name))
 
+    async def exists(self, ns: str | None, name: str) -> bool:
+        return bool(await self._lookup(ns, name))
+
     async def index(self, ns: str | None, name: str) -> int:
         found = await self._lookup(ns, name)
         if not found:
