@@ -57,16 +57,24 @@ class Net:
     def name(self, suffix: str) -> str:
         return f"{self.tok}{suffix}"
 
-    def start_worker(self, n: int = 1, extra: dict[str, str] | None = None) -> None:
-        for i in range(n):
-            log = open(self.home / f"worker-{len(self.workers)}.out", "ab")  # noqa: SIM115
+    def start_worker(self, n: int = 1, extra: dict[str, str] | None = None,
+                     wait: bool = True) -> None:
+        """Start n workers; with `wait`, return once each has finished its start-up."""
+        names = []
+        for _ in range(n):
+            name = f"w{len(self.workers)}"
+            names.append(name)
+            log = open(self.home / f"{name}.out", "ab")  # noqa: SIM115
             self.workers.append(subprocess.Popen(
-                [sys.executable, "-m", "vpcq.workers", "run", "--name", f"w{len(self.workers)}"],
+                [sys.executable, "-m", "vpcq.workers", "run", "--name", name],
                 env={**os.environ, **self.env, **(extra or {})}, cwd=ROOT,
                 stdout=log, stderr=log,
             ))  # fmt: skip
             log.close()
-            del i
+        for name in names if wait else ():
+            logfile = self.home / "log" / f"{name}.log"
+            ready = wait_until(lambda f=logfile: f.exists() and "worker ready" in f.read_text(), 30)
+            assert ready, f"worker {name} did not start"
 
     def stop_workers(self, sig: int = signal.SIGTERM) -> None:
         for w in self.workers:

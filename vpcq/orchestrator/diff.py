@@ -30,10 +30,14 @@ class Step:
     resource: Resource
 
     def describe(self) -> str:
+        """One line: `create veth vs-1a2b3c in vpcq_my-vpc`, `delete netns my-vpc-db`."""
         r = self.resource
-        where = getattr(r, "ns", None) or "host"
-        name = " ".join(str(k) for k in r.key[1:] if k is not None and k != where)
-        return f"{self.op} {type(r).__name__.lower()} {name} in {where}".replace("  ", " ")
+        kind = type(r).__name__.lower()
+        if isinstance(r, Netns):
+            return f"{self.op} netns {r.name}"
+        where = r.ns or "host"
+        name = " ".join(str(k) for k in r.key[1:] if k is not None and k != r.ns)
+        return f"{self.op} {kind}{' ' + name if name else ''} in {where}"
 
 
 def diff(desired: Topology, actual: Topology) -> list[Step]:

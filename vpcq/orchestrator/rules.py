@@ -63,7 +63,8 @@ def subnet_rules(s: Subnet) -> str:
     lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
     if fw is not None:
         lines += _group("INPUT", "-i lo", fw.ingress, fw, "-s")
-        lines += _group("OUTPUT", "-o lo", fw.egress, fw, "-d")
+        if fw.egress:  # outbound is open unless the file lists egress rules (as in AWS)
+            lines += _group("OUTPUT", "-o lo", fw.egress, fw, "-d")
     return "\n".join([*lines, "COMMIT", ""])
 
 

@@ -166,28 +166,33 @@ class Engine:
         return diff(desired, actual)
 
     async def repair(self, names: Sequence[str] = ()) -> list[Step]:
-        """Bring each VPC back to the log's current state (after a reboot, a hand edit);
-        records what was done in the log. Returns the steps taken."""
+        """Bring VPCs back to the log's current state (after a reboot, a hand edit) in one
+        converge (so peered routers come up before their peering), and record what was done
+        in the log. VPCs with pending commands are left to their jobs. Returns the steps
+        taken; raises KernelError naming what could not be repaired."""
         state = await self.cache.refresh()
-        names = list(names) or self.cache.known()
-        done: list[Step] = []
-        for vpc in names:
-            if state.pending_for(vpc):
-                continue  # its pending commands' job converges it
-            async with self.locks.hold([vpc]):
-                desired, scope = await self._target([vpc], None)
-                actual = await self.kernel.observe(scope, desired, all_rules=True)
-                steps = diff(desired, actual)
-                for step in steps:
+        names = [v for v in (list(names) or self.cache.known()) if not state.pending_for(v)]
+        if not names:
+            return []
+        async with self.locks.hold(names):
+            desired, scope = await self._target(names, None)
+            actual = await self.kernel.observe(scope, desired, all_rules=True)
+            steps = diff(desired, actual)
+            errors: list[str] = []
+            for step in steps:
+                try:
                     await self.kernel.apply(step)
-            if steps:
-                lines = tuple(s.describe() for s in steps[:100])
-                envs = self._envelopes([DriftRepaired(vpcs=(vpc,), steps=lines)],
-                                       _REPAIR, state.seq)
-                await self.store.append(envs, expected_version=None)
-                log.info("drift repaired", vpc=vpc, steps=len(steps))
-            done += steps
-        return done
+                except KernelError as e:
+                    errors.append(str(e))  # go on: later steps may not depend on it
+        if steps:
+            lines = tuple(s.describe() for s in steps[:100])
+            touched = tuple(sorted({v for v in names}))
+            envs = self._envelopes([DriftRepaired(vpcs=touched, steps=lines)], _REPAIR, state.seq)
+            await self.store.append(envs, expected_version=None)
+            log.info("drift repaired", vpcs=touched, steps=len(steps), errors=errors)
+        if errors:
+            raise KernelError("repair", ",".join(names), "; ".join(errors[:3]), transient=True)
+        return steps
 
     async def _target(self, names: Sequence[str], at: int | None) -> tuple[Topology, Scope]:
         state = await self.cache.refresh()

@@ -14,6 +14,7 @@ from arq.worker import Worker
 from vpcq import config
 from vpcq.events.connection import connect, job_dumps, job_loads
 from vpcq.events.jobs import RECONCILE, JobQueue
+from vpcq.errors import KernelError
 from vpcq.events.store import EventStore
 from vpcq.workers.engine import Engine, NotReady
 from vpcq.workers.kernel.adapter import Kernel
@@ -33,6 +34,13 @@ async def reconcile(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
         raise Retry(defer=0.05) from None
     except NotReady:
         return 0  # the command it waits for wakes this VPC when it is settled
+    except KernelError as e:
+        # only a repair raises here (a command's failure is recorded in the log instead);
+        # e.g. a peer's router is not back yet after a reboot: try again shortly
+        if ctx.get("job_try", 1) < 30:
+            log.warning("repair incomplete, retrying", error=str(e))
+            raise Retry(defer=1.0) from None
+        raise
 
 
 def build_engine(redis: Any, name: str) -> Engine:

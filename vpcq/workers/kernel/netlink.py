@@ -140,6 +140,8 @@ class Netlink:
         try:
             async with self.lock(ns):
                 await coro
+        except OSError as e:  # e.g. the peer's namespace file is missing
+            raise KernelError(op, f"{obj} in {ns or 'host'}", str(e)) from e
         except NetlinkError as e:
             if e.code in ok:
                 return

@@ -1,0 +1,192 @@
+"""The log rebuilds the kernel: after a reboot, after drift, after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.kernel.conftest import INTERNET_IP, Net, wait_until
+from vpcq.workers.kernel import netns, probe
+
+pytestmark = pytest.mark.kernel
+
+
+def tutorial(net: Net) -> tuple[str, str]:
+    a, b = net.name("a"), net.name("b")
+    results = net.client().submit(
+        {"kind": "create-vpc", "name": a, "cidr": "10.0.0.0/16"},
+        {"kind": "add-subnet", "vpc": a, "name": "web", "cidr": "10.0.1.0/24", "type": "public"},
+        {"kind": "add-subnet", "vpc": a, "name": "db", "cidr": "10.0.2.0/24"},
+        {"kind": "deploy-app", "vpc": a, "subnet": "web"},
+        {"kind": "deploy-app", "vpc": a, "subnet": "db"},
+        {"kind": "apply-firewall", "vpc": a, "subnet": "web", "firewall": {
+            "ingress": [{"protocol": "tcp", "port": "8000", "action": "allow"}],
+            "default": "deny"}},
+        {"kind": "create-vpc", "name": b, "cidr": "10.1.0.0/16"},
+        {"kind": "add-subnet", "vpc": b, "name": "app", "cidr": "10.1.1.0/24", "type": "public"},
+        {"kind": "deploy-app", "vpc": b, "subnet": "app"},
+        {"kind": "peer-vpcs", "a": a, "b": b},
+    )
+    assert set(results) == {"applied"}, results
+    return a, b
+
+
+def checks(net: Net, a: str, b: str) -> None:
+    assert "subnet web" in (probe.http(net.host, "10.0.1.1") or "")
+    assert "subnet db" in (probe.http(f"{a}-web", "10.0.2.1") or "")
+    assert probe.http(f"{a}-web", "10.1.1.1") is not None  # peered
+    assert probe.ping(f"{a}-web", INTERNET_IP)
+    assert not probe.ping(f"{a}-db", INTERNET_IP)
+    assert not probe.tcp(net.host, "10.0.1.1", 22, timeout=0.5)
+
+
+def reboot(net: Net) -> None:
+    """What a reboot does to vpcq's kernel objects: every namespace, link, rule and app gone."""
+    net.stop_workers()
+    for pidfile in (net.home / "apps").glob("*.json"):
+        try:
+            os.kill(json.loads(pidfile.read_text())["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for ns in netns.list_names():
+        if net.tok in ns and ns not in (net.host, net.internet):
+            netns.remove(ns)
+    # the host loses its uplinks with the routers; it keeps its own config (inet0, routes)
+    probe.save(net.host, "iptables", "-F")
+    probe.save(net.host, "iptables", "-t", "nat", "-F")
+    wait_until(lambda: "vq" not in probe.save(net.host, "ip", "-o", "link"))
+
+
+def test_worker_start_after_a_reboot_restores_everything(net: Net):
+    net.start_worker()
+    a, b = tutorial(net)
+    reboot(net)
+    assert probe.http(net.host, "10.0.1.1") is None
+    net.start_worker()  # like `vpcq up` after a reboot
+    assert wait_until(lambda: probe.http(net.host, "10.0.1.1", timeout=0.5) is not None, 30)
+    assert wait_until(lambda: net.vpcq("drift").returncode == 0, 30)
+    checks(net, a, b)
+    assert "DriftRepaired" in net.vpcq("log").stdout
+
+
+def test_vpcq_replay_rebuilds_the_kernel_from_the_log(net: Net):
+    net.start_worker()
+    a, b = tutorial(net)
+    reboot(net)
+    assert net.vpcq("drift").returncode == 1
+    p = net.vpcq("replay")
+    assert p.returncode == 0, p.stderr
+    assert net.vpcq("drift").returncode == 0
+    checks(net, a, b)
+
+
+def test_drift_names_each_difference_and_reconcile_repairs_it(worker: Net):
+    a, b = tutorial(worker)
+    router = f"vpcq_{a}"
+    veth = next(ln.split(":")[1].strip().split("@")[0]
+                for ln in probe.save(router, "ip", "-o", "link").splitlines() if " vs-" in ln)
+    subprocess.run(["ip", "-n", router, "link", "del", veth], check=True)
+    probe.save(f"{a}-web", "iptables", "-F")
+    app = json.loads((worker.home / "apps" / f"{b}-app.json").read_text())["pid"]
+    os.kill(app, signal.SIGKILL)
+    subprocess.run(["ip", "-n", router, "addr", "add", "10.0.1.77/24", "dev",
+                    next(ln.split(":")[1].strip() for ln in probe.save(
+                        router, "ip", "-o", "link").splitlines() if " vb-" in ln)], check=True)
+    p = worker.vpcq("drift")
+    assert p.returncode == 1
+    out = p.stdout
+    assert f"create veth {veth}" in out
+    assert f"update rules in {a}-web" in out
+    assert f"create app 8000 in {b}-app" in out
+    assert "delete addr" in out and "10.0.1.77" in out  # the foreign address on a vpcq bridge
+    p = worker.vpcq("reconcile")
+    assert p.returncode == 0, p.stderr
+    assert worker.vpcq("drift").returncode == 0
+    checks(worker, a, b)
+    assert probe.http(worker.host, "10.1.1.1") is not None
+
+
+def test_rollback_then_replay_dry_run_agree(worker: Net):
+    c = worker.client()
+    v = worker.name("r")
+    c.ok("create-vpc", name=v, cidr="10.3.0.0/16")
+    c.ok("add-subnet", vpc=v, name="web", cidr="10.3.1.0/24", type="public")
+    seq = c.state().seq
+    c.ok("add-subnet", vpc=v, name="db", cidr="10.3.2.0/24")
+    c.ok("deploy-app", vpc=v, subnet="db")
+    c.ok("apply-firewall", vpc=v, subnet="web", firewall={"ingress": [], "default": "deny"})
+    p = worker.vpcq("replay", "--to", str(seq), "--dry-run")
+    assert p.returncode == 1 and f"delete netns {v}-db" in p.stdout  # what a rollback will do
+    p = worker.vpcq("rollback", v, "--to", str(seq))
+    assert p.returncode == 0, p.stderr
+    p = worker.vpcq("replay", "--to", str(seq), "--dry-run")
+    assert p.returncode == 0, p.stdout  # the kernel now is the state at seq
+    assert not netns.exists(f"{v}-db")
+    state = c.state()
+    assert list(state.vpcs[v].subnets) == ["web"] and state.vpcs[v].subnets["web"].firewall is None
+    assert "VpcRestored" in worker.vpcq("log", "--vpc", v).stdout
+
+
+def batch(net: Net, n_vpcs: int) -> list[dict]:
+    cmds = []
+    for i in range(n_vpcs):
+        v = net.name(f"k{i}")
+        cmds.append({"kind": "create-vpc", "name": v, "cidr": f"10.{i}.0.0/16"})
+        for j in range(3):
+            cmds.append({"kind": "add-subnet", "vpc": v, "name": f"s{j}",
+                         "cidr": f"10.{i}.{j}.0/24", "type": "public" if j == 0 else "private"})
+    return cmds
+
+
+def test_kill_9_a_worker_at_random_points_loses_and_duplicates_nothing(net: Net):
+    rng = random.Random(7)
+    c = net.client()
+    for trial in range(10):
+        cmds = batch(net, 20) if trial % 2 == 0 else [
+            {"kind": "delete-vpc", "name": net.name(f"k{i}")} for i in range(20)]
+        import asyncio
+
+        from vpcq.events.connection import connect
+        from vpcq.events.jobs import JobQueue
+        from vpcq.events.store import EventStore
+        from vpcq.orchestrator.service import Orchestrator
+        from vpcq.events.commands import parse_command
+
+        async def submit():
+            r = await connect(net.redis_url)
+            o = Orchestrator(r, EventStore(r), JobQueue(r), "crash@test")
+            subs = await o.submit_batch([parse_command(x) for x in cmds])
+            await r.aclose()
+            return subs
+
+        subs = asyncio.run(submit())
+        net.start_worker(2, wait=False)
+        time.sleep(rng.uniform(0.05, 1.5))
+        for w in net.workers:
+            w.send_signal(signal.SIGKILL)
+        for w in net.workers:
+            w.wait()
+        net.workers.clear()
+        net.start_worker(1)
+        ids = {s.command_id for s in subs}
+
+        def settled():
+            state = c.state()
+            return all(state.commands[i].status != "pending" for i in ids)
+
+        assert wait_until(settled, 90, 0.2), f"trial {trial}: commands left pending"
+        outcomes = [e.event.command_id for e in c.events()
+                    if e.type in ("ChangeApplied", "ChangeFailed") and e.event.command_id in ids]
+        assert sorted(outcomes) == sorted(ids), f"trial {trial}: an outcome missing or twice"
+        assert all(c.state().commands[i].status == "applied" for i in ids)
+        p = net.vpcq("drift")
+        assert p.returncode == 0, f"trial {trial}: {p.stdout}"
+        net.stop_workers()
+    leftovers = [n for n in netns.list_names() if net.tok in n and n not in (net.host, net.internet)]
+    assert leftovers == []
