@@ -37,7 +37,7 @@ def embedded_redis() -> Iterator[tuple[Path, str]]:
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def line(label: str, value: str, note: str = "") -> None:

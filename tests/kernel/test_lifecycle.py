@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from vpcq.workers.kernel import probe
 from tests.kernel.conftest import Net
+from vpcq.workers.kernel import probe
 
 pytestmark = pytest.mark.kernel
 

@@ -152,11 +152,11 @@ def test_kill_9_a_worker_at_random_points_loses_and_duplicates_nothing(net: Net)
             {"kind": "delete-vpc", "name": net.name(f"k{i}")} for i in range(20)]
         import asyncio
 
+        from vpcq.events.commands import parse_command
         from vpcq.events.connection import connect
         from vpcq.events.jobs import JobQueue
         from vpcq.events.store import EventStore
         from vpcq.orchestrator.service import Orchestrator
-        from vpcq.events.commands import parse_command
 
         async def submit():
             r = await connect(net.redis_url)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vpcq.workers.kernel import probe
 from tests.kernel.conftest import INTERNET_IP, Net
+from vpcq.workers.kernel import probe
 
 pytestmark = pytest.mark.kernel
 
@@ -40,7 +40,7 @@ def test_tutorial_scenario(worker: Net):
     # 2. the host reaches apps in public and private subnets, and the page names them
     body = probe.http(net.host, "10.0.1.1")
     assert body is not None and f"VPC {a}" in body and "subnet web" in body
-    assert f"subnet db" in (probe.http(net.host, "10.0.2.1") or "")
+    assert "subnet db" in (probe.http(net.host, "10.0.2.1") or "")
 
     # 3. NAT: the public subnet reaches the internet, the private one does not,
     #    and nothing from the internet opens a connection into a subnet

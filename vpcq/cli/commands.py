@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import os
 import json
+import os
 import shlex
 import socket
 import sys

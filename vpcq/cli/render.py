@@ -56,7 +56,7 @@ def state_json(state: State) -> dict[str, Any]:
 def state_text(state: State) -> str:
     """A readable tree, like the tutorial's `list`."""
     if not state.vpcs:
-        return "no VPCs (log at seq %d)" % state.seq
+        return f"no VPCs (log at seq {state.seq})"
     lines: list[str] = []
     for v in sorted(state.vpcs.values(), key=lambda v: v.name):
         lines += _vpc_lines(state, v)

@@ -249,11 +249,20 @@ EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 # The schema version of each event type as written today. Older stored versions are
 # upcast on read (see vpcq.events.upcast); a stored event is never edited.
 SCHEMA_VERSIONS: dict[str, int] = {
-    name: 1
-    for name in (
-        "CommandAccepted ChangeApplied ChangeFailed DriftRepaired VpcCreated SubnetAdded SubnetDeleted "
-        "AppDeployed AppStopped FirewallApplied VpcsPeered VpcsUnpeered VpcDeleted VpcRestored"
-    ).split()
+    "CommandAccepted": 1,
+    "ChangeApplied": 1,
+    "ChangeFailed": 1,
+    "DriftRepaired": 1,
+    "VpcCreated": 1,
+    "SubnetAdded": 1,
+    "SubnetDeleted": 1,
+    "AppDeployed": 1,
+    "AppStopped": 1,
+    "FirewallApplied": 1,
+    "VpcsPeered": 1,
+    "VpcsUnpeered": 1,
+    "VpcDeleted": 1,
+    "VpcRestored": 1,
 }
 
 

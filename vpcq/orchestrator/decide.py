@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from vpcq.errors import DomainError
@@ -33,9 +34,9 @@ from vpcq.events.schema import (
     VpcsUnpeered,
 )
 from vpcq.orchestrator import naming
-from vpcq.orchestrator.naming import network
 from vpcq.orchestrator.evolve import DomainEvent
 from vpcq.orchestrator.genesis import genesis, restore_touches
+from vpcq.orchestrator.naming import network
 from vpcq.orchestrator.state import State, Subnet, Vpc, pair
 
 Decision = list[CommandAccepted | DomainEvent]

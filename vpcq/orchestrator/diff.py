@@ -8,8 +8,8 @@ from typing import Literal
 
 from vpcq.orchestrator.topology import (
     Addr,
-    Bridge,
     App,
+    Bridge,
     HostChain,
     LinkState,
     Netns,

@@ -225,7 +225,7 @@ class Engine:
         bound = log.bind(vpcs=names, commands=[c.id for c in group])
         try:
             steps = await self._converge(scope, target, inject=True)
-        except Exception as e:  # noqa: BLE001 - any failure to apply is recorded, not lost
+        except Exception as e:
             if not isinstance(e, KernelError):
                 bound.exception("unexpected error while applying")
                 e = KernelError("apply", ",".join(names), f"internal error: {type(e).__name__}: {e}")

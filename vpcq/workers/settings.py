@@ -12,9 +12,9 @@ from arq import Retry
 from arq.worker import Worker
 
 from vpcq import config
+from vpcq.errors import KernelError
 from vpcq.events.connection import connect, job_dumps, job_loads
 from vpcq.events.jobs import RECONCILE, JobQueue
-from vpcq.errors import KernelError
 from vpcq.events.store import EventStore
 from vpcq.workers.engine import Engine, NotReady
 from vpcq.workers.kernel.adapter import Kernel

@@ -1,0 +1,310 @@
+"""Provisioning speed: vpcq end to end vs the tutorial's way vs an in-process netlink floor.
+
+    sudo ./dev bench     (or: .venv/bin/python bench/bench_provision.py [VPCS] [SUBNETS])
+
+Everything runs inside a throwaway host namespace (as the tests do). In the same run:
+  * vpcq: one `submit -f`-style batch of VPCS x SUBNETS, submit -> every command applied,
+    with 1, 2 and 4 workers;
+  * the tutorial's way: one `ip`/`iptables` subprocess per operation, as vpcctl.py does;
+  * the floor: one process, fork-free netns + veth + addresses + routes via netlink, no
+    orchestration, no rules.
+Then: add-subnet latency on an idle system (p50/p99), worker memory with many subnets,
+rebuild after a simulated reboot, and a no-op reconcile (goals: vpcq >= 5x the tutorial's way,
+<= 2x the floor, p50 < 50 ms, p99 < 200 ms, RSS < 150 MB, no-op reconcile of 400 < 0.5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import embedded_redis, line, pct
+
+from vpcq.events.commands import parse_command
+from vpcq.events.connection import connect
+from vpcq.events.jobs import JobQueue
+from vpcq.events.schema import ChangeApplied, ChangeFailed
+from vpcq.events.store import EventStore
+from vpcq.orchestrator.service import Orchestrator
+from vpcq.workers.kernel import netns
+from vpcq.workers.kernel.sandbox import build_internet, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Instance:
+    def __init__(self, home: Path, url: str, tok: str) -> None:
+        self.home, self.url, self.tok = home, url, tok
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.env = {**os.environ, "VPCQ_HOME": str(home), "VPCQ_REDIS_URL": url,
+                    "VPCQ_NETNS": f"{tok}h", "VPCQ_UPLINK": "inet0"}
+
+    def start(self, n: int) -> None:
+        for i in range(n):
+            name = f"bw{len(self.workers)}"
+            self.workers.append(subprocess.Popen(
+                [sys.executable, "-m", "vpcq.workers", "run", "--name", name], env=self.env,
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            log = self.home / "log" / f"{name}.log"
+            deadline = time.monotonic() + 30
+            while not (log.exists() and "worker ready" in log.read_text()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("worker did not start")
+                time.sleep(0.05)
+            del i
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            w.wait(30)
+        self.workers.clear()
+
+    async def run(self, commands: list[dict]) -> float:
+        """Submit a batch; seconds until every command has its outcome."""
+        r = await connect(self.url)
+        store = EventStore(r)
+        orch = Orchestrator(r, store, JobQueue(r), "bench@host")
+        t0 = time.perf_counter()
+        subs = await orch.submit_batch([parse_command(c) for c in commands])
+        want = {s.command_id for s in subs}
+        failed = []
+        async for env in store.follow(subs[0].first_seq, block_ms=200):
+            ev = env.event
+            if isinstance(ev, ChangeApplied | ChangeFailed) and ev.command_id in want:
+                want.discard(ev.command_id)
+                if isinstance(ev, ChangeFailed):
+                    failed.append(ev.reason)
+                if not want:
+                    break
+        took = time.perf_counter() - t0
+        await r.aclose()
+        if failed:
+            raise RuntimeError(f"{len(failed)} commands failed, e.g. {failed[0]}")
+        return took
+
+    def rss_mb(self) -> list[float]:
+        out = []
+        for w in self.workers:
+            for ln in Path(f"/proc/{w.pid}/status").read_text().splitlines():
+                if ln.startswith("VmRSS:"):
+                    out.append(int(ln.split()[1]) / 1024)
+        return out
+
+
+def topology(tok: str, vpcs: int, subnets: int) -> list[dict]:
+    cmds: list[dict] = []
+    for i in range(vpcs):
+        v = f"{tok}v{i}"
+        cmds.append({"kind": "create-vpc", "name": v, "cidr": f"10.{i % 250}.0.0/16"})
+        for j in range(subnets):
+            cmds.append({"kind": "add-subnet", "vpc": v, "name": f"s{j}",
+                         "cidr": f"10.{i % 250}.{j}.0/24", "type": "public" if j == 0 else "private"})
+    return cmds
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def tutorial_way(tok: str, vpcs: int, subnets: int) -> float:
+    """The tutorial's way: one subprocess per operation (a bridge per VPC on the host, a
+    namespace and a veth per subnet, NAT by iptables per public subnet)."""
+    host = f"{tok}h"
+    t0 = time.perf_counter()
+    for i in range(vpcs):
+        br = f"tb{i}"
+        ip("-n", host, "link", "add", br, "type", "bridge")
+        ip("-n", host, "link", "set", br, "up")
+        for j in range(subnets):
+            ns, a, b = f"{tok}t{i}-{j}", f"ta{i}x{j}", f"tz{i}x{j}"
+            ip("netns", "add", ns)
+            ip("-n", host, "link", "add", a, "type", "veth", "peer", "name", b)
+            ip("-n", host, "link", "set", b, "netns", ns)
+            ip("-n", host, "link", "set", a, "master", br)
+            ip("-n", host, "link", "set", a, "up")
+            ip("-n", host, "addr", "add", f"10.{i % 250}.{j}.254/24", "dev", br)
+            ip("-n", ns, "addr", "add", f"10.{i % 250}.{j}.1/24", "dev", b)
+            ip("-n", ns, "link", "set", b, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "route", "add", "default", "via", f"10.{i % 250}.{j}.254")
+            if j == 0:
+                subprocess.run(["ip", "netns", "exec", host, "iptables", "-t", "nat", "-A",
+                                "POSTROUTING", "-s", f"10.{i % 250}.{j}.0/24", "-o", "inet0",
+                                "-j", "MASQUERADE"], check=True, capture_output=True)
+    took = time.perf_counter() - t0
+    for n in netns.list_names():
+        if n.startswith(f"{tok}t"):
+            netns.remove(n)
+    for i in range(vpcs):
+        ip("-n", host, "link", "del", f"tb{i}")
+    subprocess.run(["ip", "netns", "exec", host, "iptables", "-t", "nat", "-F"], check=True)
+    return took
+
+
+async def floor(tok: str, vpcs: int, subnets: int) -> float:
+    """One process, fork-free namespaces, netlink only: the kernel's floor for this work."""
+    from pyroute2 import AsyncIPRoute
+
+    host = netns.run_in(f"{tok}h", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
+    h = AsyncIPRoute(use_socket=host)
+    t0 = time.perf_counter()
+    for i in range(vpcs):
+        for j in range(subnets):
+            ns = f"{tok}f{i}-{j}"
+            netns.create(ns)
+            name = f"fl{i}x{j}"
+            await h.link("add", ifname=name, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
+            (idx,) = await h.link_lookup(ifname=name)
+            await h.addr("add", index=idx, address=f"10.{i % 250}.{j}.254", prefixlen=24)
+            await h.link("set", index=idx, state="up")
+            s = netns.run_in(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
+            n = AsyncIPRoute(use_socket=s)
+            (e,) = await n.link_lookup(ifname="eth0")
+            await n.addr("add", index=e, address=f"10.{i % 250}.{j}.1", prefixlen=24)
+            await n.link("set", index=e, state="up")
+            await n.link("set", index=1, state="up")
+            await n.route("add", dst="default", gateway=f"10.{i % 250}.{j}.254", oif=e)
+            n.close()
+            s.close()
+    took = time.perf_counter() - t0
+    h.close()
+    host.close()
+    for n in netns.list_names():
+        if n.startswith(f"{tok}f"):
+            netns.remove(n)
+    return took
+
+
+async def latency(inst: Instance, tok: str, n: int = 60) -> list[float]:
+    r = await connect(inst.url)
+    store = EventStore(r)
+    orch = Orchestrator(r, store, JobQueue(r), "bench@host")
+    v = f"{tok}lat"
+    await orch.submit(parse_command({"kind": "create-vpc", "name": v, "cidr": "10.250.0.0/16"}))
+    await asyncio.sleep(1)
+    out = []
+    for j in range(n):
+        t0 = time.perf_counter()
+        sub = await orch.submit(parse_command({"kind": "add-subnet", "vpc": v, "name": f"l{j}",
+                                               "cidr": f"10.250.{j}.0/24"}))
+        async for env in store.follow(sub.last_seq, block_ms=100):
+            if isinstance(env.event, ChangeApplied) and env.event.command_id == sub.command_id:
+                break
+        out.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.05)  # idle between commands
+    await r.aclose()
+    return out
+
+
+def main() -> None:
+    vpcs = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    subnets = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    n = vpcs * subnets
+    tok = "bench" + secrets.token_hex(2)
+    print(f"bench_provision: {vpcs} VPCs x {subnets} subnets = {n} subnets, "
+          f"{os.cpu_count()} cores, kernel {os.uname().release}\n")
+    build_internet(tok)
+    try:
+        with embedded_redis() as (home, url):
+            inst = Instance(home, url, tok)
+            tut = tutorial_way(tok, vpcs, subnets)
+            line("the tutorial's way (a subprocess per operation)", f"{tut / n * 1000:.1f} ms/subnet",
+                 f"{tut:.1f} s")
+            flo = asyncio.run(floor(tok, vpcs, subnets))
+            line("in-process netlink floor (no orchestration)", f"{flo / n * 1000:.1f} ms/subnet",
+                 f"{flo:.1f} s")
+            for workers in (1, 2, 4):
+                inst.start(workers)
+                took = asyncio.run(inst.run(topology(tok, vpcs, subnets)))
+                line(f"vpcq, {workers} worker(s): submit -> all applied",
+                     f"{took / n * 1000:.1f} ms/subnet",
+                     f"{took:.1f} s; {tut / took:.1f}x faster than the tutorial's way, "
+                     f"{took / flo:.1f}x the floor")
+                asyncio.run(inst.run([{"kind": "cleanup"}]))
+                inst.stop()
+
+            print()
+            inst.start(1)
+            lat = asyncio.run(latency(inst, tok))
+            line("add-subnet latency on an idle system, p50", f"{pct(lat, 50) * 1000:.0f} ms",
+                 "goal < 50 ms")
+            line("add-subnet latency on an idle system, p99", f"{pct(lat, 99) * 1000:.0f} ms",
+                 "goal < 200 ms")
+            asyncio.run(inst.run([{"kind": "cleanup"}]))
+
+            idle = inst.rss_mb()[0]
+            big = topology(tok, 250, 4)
+            took = asyncio.run(inst.run(big))
+            line("worker RSS idle / with 1,000 subnets provisioned",
+                 f"{idle:.0f} / {inst.rss_mb()[0]:.0f} MB", f"goal < 150 MB ({took:.1f} s to build)")
+            asyncio.run(inst.run([{"kind": "cleanup"}]))
+            inst.stop()
+
+            print()
+            restore(inst, tok)
+    finally:
+        sweep(tok, Path("/nonexistent"))
+        for name in netns.list_names():
+            if tok in name:
+                netns.remove(name)
+
+
+def restore(inst: Instance, tok: str) -> None:
+    """Rebuild after a simulated reboot, and a no-op reconcile of 400 subnets."""
+    inst.start(1)
+    asyncio.run(inst.run(topology(tok, 25, 4)))
+    inst.stop()
+    for name in netns.list_names():
+        if tok in name and name not in (f"{tok}h", f"{tok}i"):
+            netns.remove(name)  # what a reboot does to them
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "vpcq.workers", "repair"], env=inst.env,
+                       capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    assert p.returncode == 0, p.stderr
+    line("rebuild 100 subnets from the log after a reboot", f"{took:.2f} s",
+         f"{took / 100 * 1000:.1f} ms/subnet, including process start")
+    inst.start(1)
+    asyncio.run(inst.run([{"kind": "cleanup"}]))
+    asyncio.run(inst.run(topology(tok, 100, 4)))
+    inst.stop()
+    code = (
+        "import asyncio, time\n"
+        "from vpcq.workers.settings import make_engine\n"
+        "async def main():\n"
+        "    engine, r = await make_engine('bench')\n"
+        "    await engine.cache.refresh()\n"
+        "    for label, full in (('no-op reconcile', False), ('drift check', True)):\n"
+        "        t0 = time.perf_counter()\n"
+        "        names = engine.cache.known()\n"
+        "        desired, scope = await engine._target(names, None)\n"
+        "        actual = await engine.kernel.observe(scope, desired, all_rules=full)\n"
+        "        from vpcq.orchestrator.diff import diff\n"
+        "        steps = diff(desired, actual)\n"
+        "        print(label, len(steps), time.perf_counter() - t0)\n"
+        "    engine.kernel.close(); await r.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], env=inst.env, capture_output=True, text=True)
+    for out in p.stdout.splitlines():
+        label, steps, secs = out.rsplit(" ", 2)
+        line(f"{label} of 400 subnets (100 VPCs; warm process)", f"{float(secs):.2f} s",
+             f"{steps} steps; goal < 0.5 s" if label == "no-op reconcile" else f"{steps} steps")
+    if p.returncode:
+        print(p.stderr)
+    inst.start(1)
+    asyncio.run(inst.run([{"kind": "cleanup"}]))
+    inst.stop()
+
+
+if __name__ == "__main__":
+    main()
