@@ -116,8 +116,11 @@ def test_diff_from_nothing_creates_in_dependency_order():
 def test_diff_to_nothing_deletes_namespaces_apps_and_host_chains_only():
     steps = diff({}, _plan())
     kinds = {type(s.resource) for s in steps}
-    # everything else dies with its namespace or its link (the host route with the uplink)
-    assert kinds == {Netns, App, HostChain}, kinds
+    # everything else dies with its namespace or its link (the host route with the uplink);
+    # a veth whose other end survives (here, on the host) is deleted explicitly
+    assert kinds == {Netns, App, HostChain, Veth}, kinds
+    assert {s.resource.name for s in steps if isinstance(s.resource, Veth)} == {
+        v.uplink.a_if for v in STATE.vpcs.values()}
     assert isinstance(steps[0].resource, App)
     assert all(s.op == "delete" for s in steps)
     assert isinstance(steps[-1].resource, Netns)

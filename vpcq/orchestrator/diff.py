@@ -84,7 +84,10 @@ def _dies_with(
         case LinkState():
             return True  # a link's state goes with the link; nothing to undo
         case Veth():
-            return r.ns in doomed or r.peer_ns in doomed
+            # only when both ends go: a pair whose other end survives is deleted explicitly,
+            # because the kernel destroys a namespace's interfaces asynchronously and the
+            # surviving end would linger into the next steps
+            return r.ns in doomed and r.peer_ns in doomed
         case Addr() | Route():
             return r.ns in doomed or (r.ns, r.dev) in dying_links
         case _:

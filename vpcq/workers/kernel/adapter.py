@@ -74,6 +74,7 @@ class Kernel:
         self._jumps: dict[str, set[str]] = {}  # host chain -> jump rules seen by observe
         self._tables: set[str] = set()  # host iptables tables that existed at the last observe
         self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
+        self._dying: list[tuple[str | None, str]] = []  # far ends of removed namespaces' veths
 
     def close(self) -> None:
         self.nl.close()
@@ -95,6 +96,7 @@ class Kernel:
 
     async def observe(self, scope: Scope, desired: Topology, *, all_rules: bool = False) -> Topology:
         """What exists now of everything in `scope`, as the same records `plan` makes."""
+        await self._settle()
         out: Topology = {}
         links: dict[str | None, dict[str, LinkInfo]] = {}
         host = await self.nl.links(None)
@@ -140,6 +142,23 @@ class Kernel:
             self._host_chains(out, scope.host_chains)
         self._veths_seen = [r for r in out.values() if isinstance(r, Veth)]
         return out
+
+    async def _settle(self, timeout: float = 5.0) -> None:
+        """Wait until the interfaces of namespaces removed earlier are really gone.
+
+        The kernel destroys a removed namespace's interfaces asynchronously; until it has, the
+        far ends of its veths still exist in other namespaces, and an observation made in
+        between would see objects that are about to vanish.
+        """
+        deadline = time.monotonic() + timeout
+        for where, name in self._dying:
+            while (where is None or netns.exists(where)) and await self.nl.exists(where, name):
+                if time.monotonic() > deadline:
+                    raise KernelError("wait for", f"{name} in {where or 'host'} to go away",
+                                      "its namespace was removed but it is still there",
+                                      transient=True)
+                await asyncio.sleep(0.005)
+        self._dying.clear()
 
     def _veths(
         self,
@@ -203,7 +222,8 @@ class Kernel:
                 if delete:
                     self.nl.forget(r.name)
                     netns.remove(r.name)
-                    await self._wait_gone(r.name)
+                    self._dying += [(v.peer_ns, v.peer_name) if v.ns == r.name else (v.ns, v.name)
+                                    for v in self._veths_seen if r.name in (v.ns, v.peer_ns)]
                 else:
                     netns.create(r.name)
             case Sysctl():
@@ -238,24 +258,6 @@ class Kernel:
                 else:
                     self.apps.stop(r.ns)  # a stale or different app goes first
                     self.apps.start(r.ns, r.port, r.vpc, r.subnet)
-
-    async def _wait_gone(self, ns: str, timeout: float = 3.0) -> None:
-        """Wait until the far ends of the namespace's veths are gone.
-
-        The kernel destroys a namespace's interfaces asynchronously after its last reference
-        goes; until then their peers still exist elsewhere, and a diff made in between would
-        think they need no step.
-        """
-        survivors = [(v.peer_ns, v.peer_name) if v.ns == ns else (v.ns, v.name)
-                     for v in self._veths_seen if ns in (v.ns, v.peer_ns)]
-        survivors = [(n, i) for n, i in survivors if n != UNKNOWN and (n is None or netns.exists(n))]
-        deadline = time.monotonic() + timeout
-        for where, name in survivors:
-            while await self.nl.exists(where, name):
-                if time.monotonic() > deadline:
-                    raise KernelError("remove", f"netns {ns}", f"{name} in {where or 'host'} "
-                                      "did not go away", transient=True)
-                await asyncio.sleep(0.005)
 
     def _apply_host_chain(self, r: HostChain, delete: bool) -> None:
         seen = self._jumps.get(r.chain, set())
