@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from vpcq.orchestrator.rules import EMPTY_FILTER
 from vpcq.orchestrator.topology import (
     Addr,
     App,
@@ -56,11 +57,14 @@ def diff(desired: Topology, actual: Topology) -> list[Step]:
             continue  # equal, or changed in place below
         if not _dies_with(r, doomed_ns, dying_links):
             deletes.append(Step("delete", r))
+    born = {r.name for k, r in desired.items() if isinstance(r, Netns) and k not in actual}
     ups: list[Step] = []
     for key, r in desired.items():
         have = actual.get(key)
         if have == r:
             continue
+        if isinstance(r, Rules) and r.ns in born and r.text == EMPTY_FILTER:
+            continue  # a new namespace starts with exactly these (empty) tables
         ups.append(Step("update" if have is not None and _updatable(r) else "create", r))
     deletes.sort(key=lambda s: -s.resource.rank)
     ups.sort(key=lambda s: s.resource.rank)

@@ -10,6 +10,8 @@ from vpcq.orchestrator import naming
 from vpcq.orchestrator.state import Subnet, VpcView
 
 COMMENT = "vpcq"
+# what a namespace's filter table looks like with no rules (also a fresh namespace's)
+EMPTY_FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 
 
 def router_rules(view: VpcView) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -248,14 +249,22 @@ class Engine:
         return len(group)
 
     async def _converge(self, scope: Scope, desired: Topology, inject: bool) -> int:
+        t0 = time.perf_counter()
         actual = await self.kernel.observe(scope, desired)
         steps = diff(desired, actual)
+        t1 = time.perf_counter()
         fault = Fault.from_env() if inject else None
+        spent: dict[str, float] = {}
         for i, step in enumerate(steps):
             if fault is not None:
                 fault.check(i, step)
             log.debug("step", n=i, step=step.describe())
+            s0 = time.perf_counter()
             await self.kernel.apply(step)
+            kind = type(step.resource).__name__
+            spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - s0
+        log.info("converged", steps=len(steps), observe_ms=round((t1 - t0) * 1000, 1),
+                 apply_ms={k: round(v * 1000, 1) for k, v in sorted(spent.items())})
         return len(steps)
 
     async def _undo(self, scope: Scope, before: Topology) -> tuple[str, ...]:

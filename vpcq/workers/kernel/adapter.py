@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vpcq.errors import KernelError
 from vpcq.orchestrator.diff import Step
+from vpcq.orchestrator.rules import EMPTY_FILTER
 from vpcq.orchestrator.topology import (
     Addr,
     App,
@@ -29,7 +30,6 @@ from vpcq.workers.kernel.apps import Apps
 from vpcq.workers.kernel.netlink import LinkInfo, Netlink
 
 OWNED = "VPCQ-OWNED"  # marks a host table that vpcq created
-EMPTY_FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
 UNKNOWN = "?"
 
 

@@ -48,6 +48,9 @@ class Netlink:
         self._conns: OrderedDict[str | None, tuple[AsyncIPRoute, socket.socket]] = OrderedDict()
         # a netlink socket serves one dump at a time (EBUSY otherwise): one request per socket
         self._busy: dict[str | None, asyncio.Lock] = {}
+        # name -> ifindex, filled by dumps and lookups: pyroute2's link_lookup dumps every
+        # link, which dominated a profile of the worker (ifindexes are not reused soon)
+        self._index: dict[tuple[str | None, str], int] = {}
         self.max_open = max_open
         self._lock = asyncio.Lock()
 
@@ -72,6 +75,7 @@ class Netlink:
 
     def forget(self, ns: str | None) -> None:
         self._busy.pop(ns, None)
+        self._index = {k: v for k, v in self._index.items() if k[0] != ns}
         entry = self._conns.pop(ns, None)
         if entry is not None:
             entry[0].close()
@@ -94,6 +98,8 @@ class Netlink:
         async with self.lock(ns):
             raw = [m async for m in await ipr.link("dump")]
         names = {m.get("index"): m.get("ifname") for m in raw}
+        self._index = {k: v for k, v in self._index.items() if k[0] != ns}
+        self._index.update({(ns, name): idx for idx, name in names.items()})
         out = {}
         for m in raw:
             name = m.get("ifname")
@@ -158,10 +164,16 @@ class Netlink:
         return bool(await self._lookup(ns, name))
 
     async def index(self, ns: str | None, name: str) -> int:
-        found = await self._lookup(ns, name)
-        if not found:
+        cached = self._index.get((ns, name))
+        if cached is not None:
+            return cached
+        # pyroute2's lookup by name dumps every link anyway: dump once and cache them all
+        # (steps create every link of a namespace before they configure any)
+        await self.links(ns)
+        cached = self._index.get((ns, name))
+        if cached is None:
             raise KernelError("find", f"link {name} in {ns or 'host'}", "no such interface")
-        return int(found[0])
+        return cached
 
     async def add_bridge(self, ns: str | None, name: str) -> None:
         ipr = await self.conn(ns)
@@ -178,6 +190,7 @@ class Netlink:
 
     async def delete_link(self, ns: str | None, name: str) -> None:
         ipr = await self.conn(ns)
+        self._index.pop((ns, name), None)
         found = await self._lookup(ns, name)
         if found:
             await self._call("delete", f"link {name}", ns, ipr.link("del", index=found[0]), GONE)
@@ -185,11 +198,14 @@ class Netlink:
     async def set_link(self, ns: str | None, name: str, master: str | None) -> None:
         ipr = await self.conn(ns)
         idx = await self.index(ns, name)
+        spec: dict[str, Any] = {"index": idx, "state": "up"}
         if master is not None:
-            midx = await self.index(ns, master)
-            await self._call("set", f"master of {name}", ns,
-                             ipr.link("set", index=idx, master=midx), set())
-        await self._call("set", f"{name} up", ns, ipr.link("set", index=idx, state="up"), set())
+            spec["master"] = await self.index(ns, master)
+        try:
+            await self._call("set", f"{name} up", ns, ipr.link("set", **spec), set())
+        except KernelError:
+            self._index.pop((ns, name), None)  # perhaps a stale index: look it up next time
+            raise
 
     async def add_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:
         ipr = await self.conn(ns)
