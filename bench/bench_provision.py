@@ -266,6 +266,10 @@ def restore(inst: Instance, tok: str) -> None:
     for name in netns.list_names():
         if tok in name and name not in (f"{tok}h", f"{tok}i"):
             netns.remove(name)  # what a reboot does to them
+    deadline = time.monotonic() + 60  # the kernel tears their interfaces down asynchronously
+    while " vq" in subprocess.run(["ip", "-n", f"{tok}h", "-o", "link"], capture_output=True,
+                                  text=True).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "vpcq.workers", "repair"], env=inst.env,
                        capture_output=True, text=True)

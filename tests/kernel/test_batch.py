@@ -41,7 +41,7 @@ def test_a_batch_over_two_workers_keeps_per_vpc_order(net: Net, tmp_path):
     assert {e.actor.split("@")[0] for e in outcomes} == {"w0", "w1"}  # both workers worked
     for i in range(8):
         body = probe.http(net.host, f"10.{i}.1.1", 9000)
-        assert body is not None and f"VPC {net.name(f'o{i}')}" in body
+        assert body is not None and f"VPC {net.name(f'o{i}')}" in body, net.vpcq("drift").stdout
         assert probe.http(net.host, f"10.{i}.1.1", 8000) is None
     assert probe.http(f"{net.name('o0')}-web", "10.1.1.1", 9000) is not None  # the peering
 

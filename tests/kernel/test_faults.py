@@ -7,23 +7,14 @@ from typing import Any
 import pytest
 
 from tests.kernel.conftest import Net
+from tests.kernel.scenarios import two_vpcs
 from tests.kernel.snapshot import snapshot
 
 pytestmark = pytest.mark.kernel
 
 
 def base(net: Net) -> tuple[str, str]:
-    a, b = net.name("a"), net.name("b")
-    results = net.client().submit(
-        {"kind": "create-vpc", "name": a, "cidr": "10.0.0.0/16"},
-        {"kind": "add-subnet", "vpc": a, "name": "web", "cidr": "10.0.1.0/24", "type": "public"},
-        {"kind": "add-subnet", "vpc": a, "name": "db", "cidr": "10.0.2.0/24"},
-        {"kind": "deploy-app", "vpc": a, "subnet": "web"},
-        {"kind": "create-vpc", "name": b, "cidr": "10.1.0.0/16"},
-        {"kind": "add-subnet", "vpc": b, "name": "app", "cidr": "10.1.1.0/24", "type": "public"},
-    )
-    assert set(results) == {"applied"}, results
-    return a, b
+    return two_vpcs(net)
 
 
 def command(kind: str, a: str, b: str, tok: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.kernel.conftest import Net
+from tests.kernel.scenarios import FIREWALL, two_vpcs
 from vpcq.workers.kernel import probe
 
 pytestmark = pytest.mark.kernel
@@ -29,21 +30,11 @@ def host_snapshot(net: Net) -> dict[str, str]:
 
 
 def scenario(net: Net) -> None:
-    c = net.client()
-    a, b = net.name("a"), net.name("b")
-    results = c.submit(
-        {"kind": "create-vpc", "name": a, "cidr": "10.0.0.0/16"},
-        {"kind": "add-subnet", "vpc": a, "name": "web", "cidr": "10.0.1.0/24", "type": "public"},
-        {"kind": "add-subnet", "vpc": a, "name": "db", "cidr": "10.0.2.0/24"},
-        {"kind": "deploy-app", "vpc": a, "subnet": "web"},
-        {"kind": "apply-firewall", "vpc": a, "subnet": "web", "firewall": {
-            "ingress": [{"protocol": "tcp", "port": "8000", "action": "allow"}],
-            "default": "deny"}},
-        {"kind": "create-vpc", "name": b, "cidr": "10.1.0.0/16"},
-        {"kind": "add-subnet", "vpc": b, "name": "app", "cidr": "10.1.1.0/24", "type": "public"},
-        {"kind": "peer-vpcs", "a": a, "b": b},
+    two_vpcs(
+        net,
+        {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web", "firewall": FIREWALL},
+        {"kind": "peer-vpcs", "a": "<a>", "b": "<b>"},
     )
-    assert set(results) == {"applied"}, results
 
 
 def test_cleanup_leaves_the_host_exactly_as_it_was(worker: Net):
@@ -81,7 +72,7 @@ def test_applying_a_firewall_twice_gives_byte_identical_rules(worker: Net):
     scenario(worker)
     ns = f"{worker.name('a')}-web"
     first = probe.save(ns, "iptables-save")
-    fw = {"ingress": [{"protocol": "tcp", "port": "8000", "action": "allow"}], "default": "deny"}
+    fw = FIREWALL
     worker.client().ok("apply-firewall", vpc=worker.name("a"), subnet="web", firewall=fw)
     assert probe.save(ns, "iptables-save") == first
     assert "vpcq rule 1" in first

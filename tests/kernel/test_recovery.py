@@ -12,29 +12,20 @@ import time
 import pytest
 
 from tests.kernel.conftest import INTERNET_IP, Net, wait_until
+from tests.kernel.scenarios import FIREWALL, two_vpcs
 from vpcq.workers.kernel import netns, probe
 
 pytestmark = pytest.mark.kernel
 
 
 def tutorial(net: Net) -> tuple[str, str]:
-    a, b = net.name("a"), net.name("b")
-    results = net.client().submit(
-        {"kind": "create-vpc", "name": a, "cidr": "10.0.0.0/16"},
-        {"kind": "add-subnet", "vpc": a, "name": "web", "cidr": "10.0.1.0/24", "type": "public"},
-        {"kind": "add-subnet", "vpc": a, "name": "db", "cidr": "10.0.2.0/24"},
-        {"kind": "deploy-app", "vpc": a, "subnet": "web"},
-        {"kind": "deploy-app", "vpc": a, "subnet": "db"},
-        {"kind": "apply-firewall", "vpc": a, "subnet": "web", "firewall": {
-            "ingress": [{"protocol": "tcp", "port": "8000", "action": "allow"}],
-            "default": "deny"}},
-        {"kind": "create-vpc", "name": b, "cidr": "10.1.0.0/16"},
-        {"kind": "add-subnet", "vpc": b, "name": "app", "cidr": "10.1.1.0/24", "type": "public"},
-        {"kind": "deploy-app", "vpc": b, "subnet": "app"},
-        {"kind": "peer-vpcs", "a": a, "b": b},
+    return two_vpcs(
+        net,
+        {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web", "firewall": FIREWALL},
+        {"kind": "deploy-app", "vpc": "<b>", "subnet": "app"},
+        {"kind": "peer-vpcs", "a": "<a>", "b": "<b>"},
+        apps=("web", "db"),
     )
-    assert set(results) == {"applied"}, results
-    return a, b
 
 
 def checks(net: Net, a: str, b: str) -> None:

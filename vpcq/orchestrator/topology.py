@@ -236,3 +236,35 @@ def namespaces(t: Topology) -> set[str]:
             if r.ns is not None:
                 out.add(r.ns)
     return out
+
+
+HOST = "\0host"  # stands for the host namespace in sets of namespace names
+
+
+def _where(r: Resource) -> set[str]:
+    ns = {HOST if r.ns is None else r.ns}
+    if isinstance(r, Veth):
+        ns.add(r.peer_ns)
+    return ns
+
+
+def changed_namespaces(*tops: Topology) -> set[str]:
+    """The namespaces (HOST for the host) holding a resource that differs between any two of
+    the topologies: where a change can have an effect."""
+    keys: set[tuple[object, ...]] = set()
+    for t in tops:
+        keys |= t.keys()
+    out: set[str] = set()
+    for k in keys:
+        versions = {t.get(k) for t in tops}
+        if len(versions) > 1:
+            for r in versions:
+                if r is not None:
+                    out |= _where(r)
+    return out
+
+
+def narrow(t: Topology, namespaces: set[str]) -> Topology:
+    """The part of a topology that lives in the given namespaces (a veth pair with an end
+    in one of them included, so that end is not taken for a stray)."""
+    return {k: r for k, r in t.items() if _where(r) & namespaces}

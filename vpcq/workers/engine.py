@@ -25,7 +25,7 @@ from vpcq.orchestrator.diff import Step, diff
 from vpcq.orchestrator.failure import fail
 from vpcq.orchestrator.service import utc_now
 from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
-from vpcq.orchestrator.topology import Topology, plan
+from vpcq.orchestrator.topology import Topology, changed_namespaces, narrow, plan
 from vpcq.workers.cache import LogCache
 from vpcq.workers.kernel.adapter import Kernel, Scope
 from vpcq.workers.locks import Locks
@@ -192,7 +192,8 @@ class Engine:
             await self.store.append(envs, expected_version=None)
             log.info("drift repaired", vpcs=touched, steps=len(steps), errors=errors)
         if errors:
-            raise KernelError("repair", ",".join(names), "; ".join(errors[:3]), transient=True)
+            what = ",".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise KernelError("repair", what, "; ".join(errors[:3]), transient=True)
         return steps
 
     async def _target(self, names: Sequence[str], at: int | None) -> tuple[Topology, Scope]:
@@ -220,12 +221,16 @@ class Engine:
         target = plan(self._views(names, group[-1].last_seq), inet)
         before = plan(self._views(names, group[0].seq - 1), inet)
         now = plan({v: view_of(state, v) for v in names}, inet)
+        # look only where the change is: a new subnet does not need every other namespace of
+        # its VPC dumped (drift elsewhere is what `repair` is for)
+        where = changed_namespaces(before, target, now)
+        target, before, now = (narrow(t, where) for t in (target, before, now))
         scope = Scope()
         for t in (target, before, now):
             scope.add(t)
         bound = log.bind(vpcs=names, commands=[c.id for c in group])
         try:
-            steps = await self._converge(scope, target, inject=True)
+            steps = await self._converge(scope, target, inject=True, where=where)
         except Exception as e:
             if not isinstance(e, KernelError):
                 bound.exception("unexpected error while applying")
@@ -234,7 +239,7 @@ class Engine:
                 bound.info("group failed; applying one at a time", error=str(e))
                 self._one_at_a_time.update(names)
                 return 0
-            undo_errors = await self._undo(scope, before)
+            undo_errors = await self._undo(scope, before, where)
             bound.warning("change failed", error=str(e), undo_errors=undo_errors)
             await self._record_failure(group[0], str(e), undo_errors)
             self._one_at_a_time.difference_update(names)
@@ -248,9 +253,13 @@ class Engine:
         bound.info("applied", steps=steps)
         return len(group)
 
-    async def _converge(self, scope: Scope, desired: Topology, inject: bool) -> int:
+    async def _converge(
+        self, scope: Scope, desired: Topology, inject: bool, where: set[str] | None = None
+    ) -> int:
         t0 = time.perf_counter()
         actual = await self.kernel.observe(scope, desired)
+        if where is not None:
+            actual = narrow(actual, where)  # what lies outside the change is not its business
         steps = diff(desired, actual)
         t1 = time.perf_counter()
         fault = Fault.from_env() if inject else None
@@ -267,12 +276,12 @@ class Engine:
                  apply_ms={k: round(v * 1000, 1) for k, v in sorted(spent.items())})
         return len(steps)
 
-    async def _undo(self, scope: Scope, before: Topology) -> tuple[str, ...]:
+    async def _undo(self, scope: Scope, before: Topology, where: set[str]) -> tuple[str, ...]:
         """Bring the kernel back to `before`; errors are returned, never swallowed."""
         errors: list[str] = []
         for _ in range(2):
             try:
-                await self._converge(scope, before, inject=False)
+                await self._converge(scope, before, inject=False, where=where)
                 return tuple(errors)
             except KernelError as e:
                 errors.append(str(e))

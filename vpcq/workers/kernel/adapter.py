@@ -38,7 +38,6 @@ class Scope:
     """Where to look: namespaces, host interfaces and host chains that vpcq may have made."""
 
     namespaces: set[str] = field(default_factory=set)  # owned by the VPCs being planned
-    peers: set[str] = field(default_factory=set)  # another VPC's router: only veth ends looked at
     host_links: set[str] = field(default_factory=set)
     host_chains: set[str] = field(default_factory=set)
     rules_ns: set[str] = field(default_factory=set)  # namespaces whose rules are read
@@ -55,8 +54,6 @@ class Scope:
                     for ns, name in ((r.ns, r.name), (r.peer_ns, r.peer_name)):
                         if ns is None:
                             self.host_links.add(name)
-                        else:
-                            self.peers.add(ns)
                 case HostChain():
                     self.host_chains.add(r.chain)
                 case Rules() if r.text != EMPTY_FILTER:
@@ -105,10 +102,7 @@ class Kernel:
             if netns.exists(ns):
                 _put(out, Netns(ns))
                 links[ns] = await self.nl.links(ns)
-        # a peering's far end lives in a router this job does not own: look, never touch
-        peek = {ns: await self.nl.links(ns) for ns in sorted(scope.peers - scope.namespaces)
-                if netns.exists(ns)}
-        self._veths(out, links, peek, {**scope.veths, **{
+        self._veths(out, links, {**scope.veths, **{
             k: r for k, r in desired.items() if isinstance(r, Veth)}})
         for ns, lmap in links.items():
             for li in lmap.values():
@@ -164,16 +158,25 @@ class Kernel:
         self,
         out: Topology,
         links: dict[str | None, dict[str, LinkInfo]],
-        peek: dict[str, dict[str, LinkInfo]],
         known: dict[tuple[object, ...], Veth],
     ) -> None:
-        def have(ns: str | None, name: str) -> bool:
-            li = links.get(ns, peek.get(ns or "", {})).get(name)
+        """Report each known pair that exists, and every other veth end as a stray.
+
+        Only namespaces in scope are looked into. Deleting either end of a veth deletes the
+        pair, so an end seen in one namespace vouches for its peer in a namespace not looked
+        into (another VPC's router, a subnet this change does not touch).
+        """
+
+        def end(ns: str | None, name: str) -> bool | None:
+            if ns not in links:
+                return None  # not looked into
+            li = links[ns].get(name)
             return li is not None and li.kind == "veth"
 
         covered: set[tuple[str | None, str]] = set()
         for r in known.values():
-            if have(r.ns, r.name) and have(r.peer_ns, r.peer_name):
+            a, b = end(r.ns, r.name), end(r.peer_ns, r.peer_name)
+            if (a or a is None) and (b or b is None) and (a or b):
                 _put(out, r)
                 covered |= {(r.ns, r.name), (r.peer_ns, r.peer_name)}
         for ns, lmap in links.items():

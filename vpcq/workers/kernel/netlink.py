@@ -187,6 +187,11 @@ class Netlink:
             spec["net_ns_fd"] = peer_ns
         await self._call("add", f"veth {name}", ns,
                          ipr.link("add", ifname=name, kind="veth", peer=spec), {errno.EEXIST})
+        # "exists" is success only if it is the pair: an end whose namespace was just removed
+        # lingers until the kernel has torn it down, and must not pass for the new pair
+        if not (await self.exists(ns, name) and await self.exists(peer_ns, peer)):
+            raise KernelError("add", f"veth {name} in {ns or 'host'}",
+                              f"an old {name} or {peer} is still being torn down", transient=True)
 
     async def delete_link(self, ns: str | None, name: str) -> None:
         ipr = await self.conn(ns)

@@ -85,6 +85,17 @@ def _in_thread(fn: Callable[[], T]) -> T:
     return box["result"]  # type: ignore[return-value]
 
 
+def _no_ipv6() -> None:
+    """vpcq is IPv4 only: no IPv6 in its namespaces (no link-local chatter, no DAD on every
+    link brought up, which made bringing a link up several times slower)."""
+    for conf in ("all", "default"):
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "w") as f:
+                f.write("1")
+        except OSError:
+            pass  # a kernel without IPv6
+
+
 def create(name: str) -> None:
     """Create a named namespace (like `ip netns add`); an existing one is left alone."""
     _prepare_dir()
@@ -99,6 +110,7 @@ def create(name: str) -> None:
         orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
+            _no_ipv6()
             try:
                 _check(
                     _libc.mount(b"/proc/thread-self/ns/net", target.encode(), None, MS_BIND, None),

@@ -13,7 +13,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from vpcq.workers.kernel import netns
@@ -102,18 +102,15 @@ def udp(ns: str, ip: str, port: int, timeout: float = 1.0) -> bool:
 
 
 @contextmanager
-def udp_echo(ns: str, port: int) -> Iterator[None]:
-    """A UDP echo server inside `ns` for the duration of the block."""
-    s = _sock(ns, socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
+def _serving(s: socket.socket, handle: Callable[[socket.socket], None]) -> Iterator[None]:
+    """Run `handle(s)` in a loop on a thread for the duration of the block, then close `s`."""
     s.settimeout(0.1)
     stop = threading.Event()
 
     def serve() -> None:
         while not stop.is_set():
             try:
-                data, addr = s.recvfrom(64)
-                s.sendto(data, addr)
+                handle(s)
             except OSError:
                 continue
 
@@ -125,6 +122,25 @@ def udp_echo(ns: str, port: int) -> Iterator[None]:
         stop.set()
         t.join()
         s.close()
+
+
+def _echo(s: socket.socket) -> None:
+    data, addr = s.recvfrom(64)
+    s.sendto(data, addr)
+
+
+def _accept(s: socket.socket) -> None:
+    conn, _ = s.accept()
+    conn.close()
+
+
+@contextmanager
+def udp_echo(ns: str, port: int) -> Iterator[None]:
+    """A UDP echo server inside `ns` for the duration of the block."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    with _serving(s, _echo):
+        yield
 
 
 @contextmanager
@@ -134,25 +150,8 @@ def tcp_listener(ns: str, port: int) -> Iterator[None]:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port))
     s.listen(16)
-    s.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = s.accept()
-                conn.close()
-            except OSError:
-                continue
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
+    with _serving(s, _accept):
         yield
-    finally:
-        stop.set()
-        t.join()
-        s.close()
 
 
 def ip(*args: str) -> str:
