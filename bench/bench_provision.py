@@ -206,6 +206,17 @@ async def latency(inst: Instance, tok: str, n: int = 60) -> list[float]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--restore-only"]:
+        tok = "bench" + secrets.token_hex(2)
+        build_internet(tok)
+        try:
+            with embedded_redis() as (home, url):
+                restore(Instance(home, url, tok), tok)
+        finally:
+            for name in netns.list_names():
+                if tok in name:
+                    netns.remove(name)
+        return
     vpcs = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     subnets = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     n = vpcs * subnets
@@ -282,7 +293,9 @@ def restore(inst: Instance, tok: str) -> None:
     asyncio.run(inst.run(topology(tok, 100, 4)))
     inst.stop()
     code = (
-        "import asyncio, time\n"
+        "import asyncio, os, time\n"
+        "from vpcq.workers.kernel import netns\n"
+        "netns.enter(os.environ['VPCQ_NETNS'])\n"
         "from vpcq.workers.settings import make_engine\n"
         "async def main():\n"
         "    engine, r = await make_engine('bench')\n"
