@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +15,10 @@ from vpcq import config
 from vpcq.cli import embedded
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def embedded_redis() -> Iterator[tuple[Path, str]]:
     """Start vpcq's embedded Redis under a temporary $VPCQ_HOME; yields (home, url)."""
@@ -22,6 +27,8 @@ def embedded_redis() -> Iterator[tuple[Path, str]]:
     os.environ["VPCQ_HOME"] = str(home)
     os.environ.pop("VPCQ_REDIS_URL", None)
     paths = config.Paths(home)
+    # a benchmark stopped with SIGTERM (e.g. by `timeout`) still stops its Redis and workers
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         embedded.start_redis(paths)
         yield home, config.redis_url(paths)
