@@ -112,7 +112,17 @@ def net(redis_url: str, tmp_path: Path) -> Iterator[Net]:
     finally:
         n.stop_workers()
         sweep(tok, home)
+        # the sweep itself must have worked: no namespace and no app process of this test left
         assert not [ns for ns in netns.list_names() if tok in ns]
+        assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
+                    if _reads(p).count(tok.encode()) and b"vpcq.workers.app" in _reads(p)]
+
+
+def _reads(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 @pytest.fixture

@@ -20,19 +20,13 @@ from arq.connections import ArqRedis
 from vpcq import config, logs
 from vpcq.cli import embedded, render
 from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words
-from vpcq.errors import DomainError, VpcqError
+from vpcq.errors import DomainError
 from vpcq.events.commands import Command, parse_command, parse_firewall
 from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, ChangeFailed
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.service import Orchestrator, StateLoader, Submitted
-
-
-class CommandFailed(VpcqError):
-    """A command was accepted but a worker could not apply it."""
-
-    exit_code = 1
 
 
 def actor() -> str:

@@ -225,19 +225,6 @@ def plan(views: Mapping[str, VpcView], default_if: str | None) -> Topology:
     return t
 
 
-def namespaces(t: Topology) -> set[str]:
-    """Every namespace a topology mentions (what `observe` must look into)."""
-    out: set[str] = set()
-    for r in t.values():
-        if isinstance(r, Netns):
-            out.add(r.name)
-        elif isinstance(r, Veth):
-            out.add(r.peer_ns)
-            if r.ns is not None:
-                out.add(r.ns)
-    return out
-
-
 HOST = "\0host"  # stands for the host namespace in sets of namespace names
 
 

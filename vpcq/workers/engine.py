@@ -283,7 +283,7 @@ class Engine:
             try:
                 await self._converge(scope, before, inject=False, where=where)
                 return tuple(errors)
-            except KernelError as e:
+            except Exception as e:  # recorded in the outcome, never swallowed
                 errors.append(str(e))
         return tuple(errors)
 

@@ -36,8 +36,17 @@ def path(name: str) -> str:
     return f"{NETNS_DIR}/{name}"
 
 
+def _nsfs_dev() -> int:
+    return os.stat("/proc/self/ns/net").st_dev
+
+
 def exists(name: str) -> bool:
-    return os.path.exists(path(name))
+    """True if `name` is a live namespace: a bind-mounted nsfs file, not a leftover plain file
+    (a process killed between creating the file and mounting on it leaves one)."""
+    try:
+        return os.stat(path(name)).st_dev == _nsfs_dev()
+    except OSError:
+        return False
 
 
 def list_names() -> list[str]:
@@ -105,7 +114,10 @@ def create(name: str) -> None:
         try:
             fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
         except FileExistsError:
-            return
+            if exists(name):
+                return
+            os.unlink(target)  # a stale file from a process killed mid-create: start over
+            fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
         os.close(fd)
         orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
@@ -163,7 +175,10 @@ def run_in(name: str | None, fn: Callable[[], T]) -> T:
             raise KernelError("enter", f"netns {name}", "no such namespace") from None
         orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {name}")
+            try:
+                _check(_libc.setns(fd, CLONE_NEWNET), f"setns {name}")
+            except OSError as e:
+                raise KernelError("enter", f"netns {name}", str(e)) from e
             try:
                 return fn()
             finally:

@@ -154,10 +154,6 @@ def tcp_listener(ns: str, port: int) -> Iterator[None]:
         yield
 
 
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
-
-
 def save(ns: str | None, *argv: str) -> str:
     """Command output inside a namespace (iptables-save, nft list ruleset, ...)."""
     cmd = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
