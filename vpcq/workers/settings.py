@@ -45,7 +45,7 @@ async def reconcile(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
 
 def build_engine(redis: Any, name: str) -> Engine:
     store = EventStore(redis, config.KEY_PREFIX)
-    kernel = Kernel(config.paths().apps)
+    kernel = Kernel(config.paths().apps, config.paths().run / "host-rules.lock")
     return Engine(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +69,9 @@ class Scope:
 class Kernel:
     """The only object that reads or changes the kernel."""
 
-    def __init__(self, apps_dir: Path) -> None:
+    def __init__(self, apps_dir: Path, lock_path: Path) -> None:
         self.nl = Netlink()
+        self._lock_path = lock_path  # serialises host rule changes between this host's workers
         self.apps = Apps(apps_dir)
         self._jumps: dict[str, set[str]] = {}  # host chain -> jump rules seen by observe
         self._tables: set[str] = set()  # host iptables tables that existed at the last observe
@@ -280,25 +285,84 @@ class Kernel:
             self._jumps.pop(r.chain, None)
             iptables.drop_owned_tables(None, OWNED)
             return
-        want = _jump_rules(r)
-        doc = ["*filter", f":{r.chain} - [0:0]"]
-        # a table vpcq brings into existence gets an owner tag, so that the last VPC's
-        # teardown can remove the table too and leave `nft list ruleset` as it found it
-        mark = [] if "filter" in self._tables else [f":{OWNED} - [0:0]"]
-        doc += mark
-        doc += [f"-A {r.chain} {rule}" for rule in r.filter]
-        doc += [f"-I {c} 1 {rest}" for t, c, rest in want if t == "filter" and f"{t}:{c} {rest}" not in seen]
-        doc += ["COMMIT", "*nat", f":{r.chain} - [0:0]"]
-        doc += [] if "nat" in self._tables else [f":{OWNED} - [0:0]"]
-        doc += [f"-A {r.chain} {rule}" for rule in r.nat]
-        doc += [f"-I {c} 1 {rest}" for t, c, rest in want if t == "nat" and f"{t}:{c} {rest}" not in seen]
-        doc += ["COMMIT", ""]
-        iptables.restore(None, "\n".join(doc), noflush=True)
+        # the jump rules sit in one block, sorted by chain, so the host's tables are a function
+        # of the log and not of the order in which VPCs were made, rolled back or restored;
+        # the positions are read and used under a lock shared by this host's workers
+        with _host_rules_lock(self._lock_path):
+            text = iptables.save(None)
+            tables = {ln[1:] for ln in text.splitlines() if ln.startswith("*")}
+            doc = []
+            for table in ("filter", "nat"):
+                doc += [f"*{table}", f":{r.chain} - [0:0]"]
+                # a table vpcq brings into existence gets an owner tag, so that the last VPC's
+                # teardown can remove the table too and leave `nft list ruleset` as it found it
+                doc += [] if table in tables else [f":{OWNED} - [0:0]"]
+                doc += [f"-A {r.chain} {rule}" for rule in (r.filter if table == "filter" else r.nat)]
+                for chain in sorted({c for t, c, _ in _jump_rules(r) if t == table}):
+                    new = [rest for t, c, rest in _jump_rules(r) if t == table and c == chain]
+                    doc += [f"-I {chain} {pos} {rest}"
+                            for pos, rest in jump_inserts(chain_rules(text, table, chain), new)]
+                doc.append("COMMIT")
+            iptables.restore(None, "\n".join(doc) + "\n", noflush=True)
         self._tables |= {"filter", "nat"}
-        self._jumps[r.chain] = {f"{t}:{c} {rest}" for t, c, rest in want}
+        self._jumps[r.chain] = {f"{t}:{c} {rest}" for t, c, rest in _jump_rules(r)}
 
     def _chain_exists(self, chain: str) -> bool:
         return any(f":{chain} " in line for line in iptables.save(None).splitlines())
+
+
+_JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+)$")
+
+
+def chain_rules(save_text: str, table: str, chain: str) -> list[str]:
+    """The rules of one chain of an `iptables-save` text, in order, without `-A CHAIN`."""
+    out, current, head = [], "", f"-A {chain} "
+    for line in save_text.splitlines():
+        if line.startswith("*"):
+            current = line[1:]
+        elif current == table and line.startswith(head):
+            out.append(line[len(head):])
+    return out
+
+
+def jump_inserts(rules: list[str], new: list[str]) -> list[tuple[int, str]]:
+    """`-I` positions that put each new jump into the chain's block of vpcq jumps, sorted.
+
+    A vpcq jump goes before the first vpcq jump that sorts after it, else right after the
+    last one, else at the top; rules of other programs keep their places. New rules that
+    are already there are left alone.
+    """
+
+    def key(rule: str) -> tuple[str, str] | None:
+        m = _JUMP.search(rule)
+        return (m.group(1), rule) if m else None
+
+    rules, out = list(rules), []
+    for rule in sorted(set(new) - set(rules), key=lambda r: key(r) or ("", r)):
+        k, pos, last = key(rule), 0, 0
+        for i, existing in enumerate(rules, 1):
+            ek = key(existing)
+            if ek is None:
+                continue
+            if k is not None and ek > k:
+                pos = i
+                break
+            last = i
+        pos = pos or last + 1
+        rules.insert(pos - 1, rule)
+        out.append((pos, rule))
+    return out
+
+
+@contextlib.contextmanager
+def _host_rules_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _jump_rules(r: HostChain) -> list[tuple[str, str, str]]:

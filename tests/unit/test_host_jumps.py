@@ -1,0 +1,52 @@
+"""Where vpcq's jump rules go in the host's FORWARD and POSTROUTING chains (pure)."""
+
+from __future__ import annotations
+
+import itertools
+
+from vpcq.workers.kernel.adapter import chain_rules, jump_inserts
+
+
+def insert_all(rules: list[str], new: list[str]) -> list[str]:
+    out = list(rules)
+    for pos, rule in jump_inserts(out, new):
+        out.insert(pos - 1, rule)
+    return out
+
+
+def jumps(chain: str) -> list[str]:
+    return [f"-i vq{chain}u -j VPCQ-{chain}", f"-o vq{chain}u -j VPCQ-{chain}"]
+
+
+def test_the_order_of_the_jumps_does_not_depend_on_the_order_they_were_added():
+    finals = set()
+    for order in itertools.permutations(["aaaaaa", "bbbbbb", "cccccc"]):
+        rules: list[str] = []
+        for chain in order:
+            rules = insert_all(rules, jumps(chain))
+        finals.add(tuple(rules))
+    assert finals == {tuple(jumps("aaaaaa") + jumps("bbbbbb") + jumps("cccccc"))}
+
+
+def test_other_programs_rules_keep_their_places():
+    foreign = ["-i eth9 -j ACCEPT", "-j DOCKER-USER"]
+    rules = insert_all(foreign, jumps("bbbbbb"))
+    assert rules == jumps("bbbbbb") + foreign
+    rules = insert_all(rules, jumps("cccccc"))
+    rules = insert_all(rules, jumps("aaaaaa"))
+    assert rules == jumps("aaaaaa") + jumps("bbbbbb") + jumps("cccccc") + foreign
+    # a foreign rule inserted at the top later stays above the block
+    rules = insert_all(["-j FIRST", *rules], jumps("abcdef"))
+    assert rules[:4] == ["-j FIRST", *jumps("aaaaaa"), jumps("abcdef")[0]]
+
+
+def test_jumps_already_there_are_not_inserted_again():
+    rules = jumps("aaaaaa")
+    assert jump_inserts(rules, jumps("aaaaaa")) == []
+
+
+def test_chain_rules_reads_one_chain_of_one_table():
+    text = ("*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j X\n-A INPUT -j Y\nCOMMIT\n"
+            "*nat\n-A FORWARD -j Z\nCOMMIT\n")
+    assert chain_rules(text, "filter", "FORWARD") == ["-j X"]
+    assert chain_rules(text, "nat", "FORWARD") == ["-j Z"]
