@@ -6,16 +6,18 @@ import asyncio
 import errno
 import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vpcq.errors import KernelError
-from vpcq.workers.kernel import netns
+from vpcq.workers.kernel import netns, rtnl
 
 MAIN_TABLE = 254
+T = TypeVar("T")
 IFF_UP = 1
 GONE = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
 
@@ -51,6 +53,7 @@ class Netlink:
         # name -> ifindex, filled by dumps and lookups: pyroute2's link_lookup dumps every
         # link, which dominated a profile of the worker (ifindexes are not reused soon)
         self._index: dict[tuple[str | None, str], int] = {}
+        self._dumpers: dict[str | None, rtnl.Dumper] = {}  # lean dumps for observing
         self.max_open = max_open
         self._lock = asyncio.Lock()
 
@@ -68,14 +71,20 @@ class Netlink:
             await ipr.setup_endpoint()
             self._conns[ns] = (ipr, sock)
         while len(self._conns) > self.max_open:
-            _, (old, old_sock) = self._conns.popitem(last=False)
+            gone, (old, old_sock) = self._conns.popitem(last=False)
             old.close()
             old_sock.close()
+            d = self._dumpers.pop(gone, None)
+            if d is not None:
+                d.close()
         return ipr
 
     def forget(self, ns: str | None) -> None:
         self._busy.pop(ns, None)
         self._index = {k: v for k, v in self._index.items() if k[0] != ns}
+        d = self._dumpers.pop(ns, None)
+        if d is not None:
+            d.close()
         entry = self._conns.pop(ns, None)
         if entry is not None:
             entry[0].close()
@@ -93,56 +102,55 @@ class Netlink:
             lock = self._busy[ns] = asyncio.Lock()
         return lock
 
+    async def dumper(self, ns: str | None) -> rtnl.Dumper:
+        d = self._dumpers.get(ns)
+        if d is None:
+            await self.conn(ns)  # the LRU of namespaces is kept by conn
+            d = self._dumpers[ns] = rtnl.Dumper(netns.run_in(ns, rtnl.open_socket))
+        return d
+
+    async def _read(self, ns: str | None, what: str, fn: Callable[[rtnl.Dumper], T]) -> T:
+        try:
+            return fn(await self.dumper(ns))
+        except OSError as e:
+            raise KernelError("read", f"{what} in {ns or 'host'}", str(e), transient=True) from e
+
     async def links(self, ns: str | None) -> dict[str, LinkInfo]:
-        ipr = await self.conn(ns)
-        async with self.lock(ns):
-            raw = [m async for m in await ipr.link("dump")]
-        names = {m.get("index"): m.get("ifname") for m in raw}
+        raw = await self._read(ns, "links", rtnl.Dumper.links)
+        names = {m.index: m.name for m in raw}
         self._index = {k: v for k, v in self._index.items() if k[0] != ns}
         self._index.update({(ns, name): idx for idx, name in names.items()})
-        out = {}
-        for m in raw:
-            name = m.get("ifname")
-            out[name] = LinkInfo(
-                name=name,
-                index=m.get("index"),
-                kind=m.get(("linkinfo", "kind")),
-                master=names.get(m.get("master")),
-                up=bool(m.get("flags", 0) & IFF_UP),
-                peer_index=m.get("link"),
-                peer_nsid=m.get("link_netnsid"),
+        return {
+            m.name: LinkInfo(
+                name=m.name,
+                index=m.index,
+                kind=m.kind,
+                master=names.get(m.master) if m.master else None,
+                up=bool(m.flags & IFF_UP),
+                peer_index=m.link,
+                peer_nsid=m.link_netnsid,
             )
-        return out
+            for m in raw
+        }
 
     async def addrs(self, ns: str | None, links: dict[str, LinkInfo]) -> list[tuple[str, str, int]]:
         by_index = {li.index: li.name for li in links.values()}
-        ipr = await self.conn(ns)
-        async with self.lock(ns):
-            return [
-                (by_index.get(m.get("index"), "?"), m.get("address"), m.get("prefixlen"))
-                async for m in await ipr.addr("dump", family=socket.AF_INET)
-            ]
+        found = await self._read(ns, "addresses", rtnl.Dumper.addrs4)
+        return [(by_index.get(i, "?"), a, p) for i, a, p in found]
 
     async def routes(
         self, ns: str | None, links: dict[str, LinkInfo]
     ) -> list[tuple[str, str | None, str]]:
         """(dst, gateway, dev) of the main table's routes that have a gateway."""
         by_index = {li.index: li.name for li in links.values()}
-        ipr = await self.conn(ns)
-        out = []
-        async with self.lock(ns):
-            async for m in await ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
-                gw = m.get("gateway")
-                if gw is None:
-                    continue
-                dst = m.get("dst")
-                dst_s = "default" if dst is None else f"{dst}/{m.get('dst_len')}"
-                out.append((dst_s, gw, by_index.get(m.get("oif"), "?")))
-        return out
+        return [(dst, gw, by_index.get(oif, "?") if oif is not None else "?")
+                for dst, gw, oif in await self._read(ns, "routes", lambda d: d.routes4(MAIN_TABLE))
+                if gw is not None]
 
     # ---- writing (idempotent: EEXIST on add, ENODEV/ENOENT on delete are success) ------------
 
-    async def _call(self, op: str, obj: str, ns: str | None, coro: Any, ok: set[int]) -> None:
+    async def _call(self, op: str, obj: str, ns: str | None, coro: Any, ok: set[int]) -> int:
+        """Run one request; 0, or the error code in `ok` that counts as success."""
         try:
             async with self.lock(ns):
                 await coro
@@ -150,15 +158,18 @@ class Netlink:
             raise KernelError(op, f"{obj} in {ns or 'host'}", str(e)) from e
         except NetlinkError as e:
             if e.code in ok:
-                return
+                return int(e.code)
             reason = e.args[1] if len(e.args) > 1 else str(e)
             transient = e.code in (errno.EBUSY, errno.EAGAIN)
             raise KernelError(op, f"{obj} in {ns or 'host'}", reason, transient=transient) from e
+        return 0
 
     async def _lookup(self, ns: str | None, name: str) -> list[int]:
-        ipr = await self.conn(ns)
-        async with self.lock(ns):
-            return list(await ipr.link_lookup(ifname=name))
+        try:
+            found = (await self.dumper(ns)).link(name)
+        except OSError as e:
+            raise KernelError("find", f"link {name} in {ns or 'host'}", str(e), transient=True) from e
+        return [] if found is None else [found.index]
 
     async def exists(self, ns: str | None, name: str) -> bool:
         return bool(await self._lookup(ns, name))
@@ -167,13 +178,12 @@ class Netlink:
         cached = self._index.get((ns, name))
         if cached is not None:
             return cached
-        # pyroute2's lookup by name dumps every link anyway: dump once and cache them all
-        # (steps create every link of a namespace before they configure any)
-        await self.links(ns)
-        cached = self._index.get((ns, name))
-        if cached is None:
+        # one RTM_GETLINK by name: a dump would cost as much as the namespace has links
+        found = await self._lookup(ns, name)
+        if not found:
             raise KernelError("find", f"link {name} in {ns or 'host'}", "no such interface")
-        return cached
+        self._index[(ns, name)] = found[0]
+        return found[0]
 
     async def add_bridge(self, ns: str | None, name: str) -> None:
         ipr = await self.conn(ns)
@@ -185,18 +195,18 @@ class Netlink:
         spec: dict[str, Any] = {"ifname": peer}
         if ns != peer_ns:
             spec["net_ns_fd"] = peer_ns
-        await self._call("add", f"veth {name}", ns,
-                         ipr.link("add", ifname=name, kind="veth", peer=spec), {errno.EEXIST})
+        code = await self._call("add", f"veth {name}", ns,
+                                ipr.link("add", ifname=name, kind="veth", peer=spec), {errno.EEXIST})
         # "exists" is success only if it is the pair: an end whose namespace was just removed
         # lingers until the kernel has torn it down, and must not pass for the new pair
-        if not (await self.exists(ns, name) and await self.exists(peer_ns, peer)):
+        if code and not (await self.exists(ns, name) and await self.exists(peer_ns, peer)):
             raise KernelError("add", f"veth {name} in {ns or 'host'}",
                               f"an old {name} or {peer} is still being torn down", transient=True)
 
     async def delete_link(self, ns: str | None, name: str) -> None:
         ipr = await self.conn(ns)
         self._index.pop((ns, name), None)
-        found = await self._lookup(ns, name)
+        found = await self._lookup(ns, name)  # never a cached index: it may be stale
         if found:
             await self._call("delete", f"link {name}", ns, ipr.link("del", index=found[0]), GONE)
 
