@@ -25,7 +25,7 @@ from vpcq.orchestrator.diff import Step, diff
 from vpcq.orchestrator.failure import fail
 from vpcq.orchestrator.service import utc_now
 from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
-from vpcq.orchestrator.topology import Topology, changed_namespaces, narrow, plan
+from vpcq.orchestrator.topology import Rules, Sysctl, Topology, changed_namespaces, narrow, plan
 from vpcq.workers.cache import LogCache
 from vpcq.workers.kernel.adapter import Kernel, Scope
 from vpcq.workers.locks import Locks
@@ -228,6 +228,8 @@ class Engine:
         scope = Scope()
         for t in (target, before, now):
             scope.add(t)
+        scope.trusted = {k for k, r in target.items() if isinstance(r, Rules | Sysctl)
+                         and before.get(k) == r and now.get(k) == r}
         bound = log.bind(vpcs=names, commands=[c.id for c in group])
         try:
             steps = await self._converge(scope, target, inject=True, where=where)

@@ -47,6 +47,9 @@ class Scope:
     rules_ns: set[str] = field(default_factory=set)  # namespaces whose rules are read
     sysctls: set[tuple[str | None, str]] = field(default_factory=set)
     veths: dict[tuple[object, ...], Veth] = field(default_factory=dict)  # every pair planned
+    # rule tables and sysctls that a change leaves as they were: taken as desired, not read
+    # (reading a rule table is an iptables-save process; drift is for `repair` to find)
+    trusted: set[tuple[object, ...]] = field(default_factory=set)
 
     def add(self, t: Topology) -> None:
         for r in t.values():
@@ -103,10 +106,10 @@ class Kernel:
         links: dict[str | None, dict[str, LinkInfo]] = {}
         host = await self.nl.links(None)
         links[None] = {n: li for n, li in host.items() if n in scope.host_links}
-        for ns in sorted(scope.namespaces):
-            if netns.exists(ns):
-                _put(out, Netns(ns))
-                links[ns] = await self.nl.links(ns)
+        for name in sorted(scope.namespaces):
+            if netns.exists(name):
+                _put(out, Netns(name))
+                links[name] = await self.nl.links(name)
         self._veths(out, links, {**scope.veths, **{
             k: r for k, r in desired.items() if isinstance(r, Veth)}})
         for ns, lmap in links.items():
@@ -121,22 +124,32 @@ class Kernel:
             for dst, gw, dev in await self.nl.routes(ns, host if ns is None else lmap):
                 if dev in mine and gw is not None:
                     _put(out, Route(ns, dst, gw, dev))
-        for ns, name in scope.sysctls:
-            if ns is None or ns in links:
-                value = netns.run_in(ns, lambda n=name: _read_sysctl(n))  # type: ignore[misc]
-                if value is not None:
-                    _put(out, Sysctl(ns, name, value))
-        for ns in sorted(n for n in links if n is not None):
-            if all_rules or ns in scope.rules_ns:
-                text = iptables.save(ns) or EMPTY_FILTER
-                _put(out, Rules(ns, text))
+        by_ns: dict[str | None, list[str]] = {}
+        for where, name in sorted(scope.sysctls, key=lambda k: (k[0] or "", k[1])):
+            if where is not None and where not in links:
+                continue  # no such namespace (yet)
+            want = desired.get(("sysctl", where, name))
+            if want is not None and want.key in scope.trusted:
+                _put(out, want)
             else:
-                want = desired.get(("rules", ns))
-                if isinstance(want, Rules) and want.text == EMPTY_FILTER:
-                    _put(out, want)  # nothing to read: vpcq never put rules there
-            app = self.apps.observe(ns)
+                by_ns.setdefault(where, []).append(name)
+        for where, names in by_ns.items():  # one thread into the namespace reads them all
+            values = netns.run_in(where, lambda n=names: [_read_sysctl(x) for x in n])  # type: ignore[misc]
+            for name, value in zip(names, values, strict=True):
+                if value is not None:
+                    _put(out, Sysctl(where, name, value))
+        for sub_ns in sorted(n for n in links if n is not None):
+            want = desired.get(("rules", sub_ns))
+            if not all_rules and ("rules", sub_ns) in scope.trusted and isinstance(want, Rules):
+                _put(out, want)
+            elif all_rules or sub_ns in scope.rules_ns:
+                text = iptables.save(sub_ns) or EMPTY_FILTER
+                _put(out, Rules(sub_ns, text))
+            elif isinstance(want, Rules) and want.text == EMPTY_FILTER:
+                _put(out, want)  # nothing to read: vpcq never put rules there
+            app = self.apps.observe(sub_ns)
             if app is not None:
-                _put(out, App(ns, app.port, app.vpc, app.subnet))
+                _put(out, App(sub_ns, app.port, app.vpc, app.subnet))
         if scope.host_chains:
             self._host_chains(out, scope.host_chains)
         self._veths_seen = [r for r in out.values() if isinstance(r, Veth)]
