@@ -9,6 +9,7 @@ Each figure is printed with a baseline measured in the same run.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -95,6 +96,12 @@ async def replay_bench(url: str) -> None:
         state = await loader.at(N_EVENTS)  # the real path: read, decode, fold from event 1
         full_s.append(time.perf_counter() - t0)
     assert n == N_EVENTS and state.seq == N_EVENTS
+    raw = [fields[b"e"] for entry_id, fields in await r.xrange("vpcq:log", "-", "+")]
+    t0 = time.perf_counter()
+    with no_gc():  # baseline: what parsing the same JSON costs, before any validation or fold
+        parsed = [json.loads(b) for b in raw]
+    json_s = time.perf_counter() - t0
+    assert len(parsed) == N_EVENTS
     t0 = time.perf_counter()
     with no_gc():
         again = fold(INITIAL, log)
@@ -107,6 +114,8 @@ async def replay_bench(url: str) -> None:
         snap_s.append(time.perf_counter() - t0)
     assert cached == state
     line("baseline: XRANGE of the raw entries only", f"{median(raw_s):.3f} s")
+    line("baseline: json.loads of the same entries only", f"{json_s:.3f} s",
+         f"{json_s / N_EVENTS * 1e6:.1f} us/event: the floor of any JSON log on this machine")
     line("full replay: read + decode + fold (median of 3)", f"{median(full_s):.3f} s",
          f"{median(full_s) / median(raw_s):.1f}x the raw read; "
          f"goal {'met' if median(full_s) < 1 else 'MISSED'}")
