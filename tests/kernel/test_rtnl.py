@@ -40,7 +40,7 @@ def test_lean_dumps_agree_with_pyroute2(net: Net):
     net.start_worker()
     a, _b = two_vpcs(net)
     for ns in (f"vpcq_{a}", f"{a}-web", net.host):
-        d = rtnl.Dumper(netns.run_in(ns, rtnl.open_socket))
+        d = rtnl.Dumper(netns.run_in(ns, rtnl.open_sockets))
         try:
             links = {(m.index, m.name, m.flags, m.kind, m.master, m.link_netnsid) for m in d.links()}
             addrs = set(d.addrs4())

@@ -80,6 +80,8 @@ class Kernel:
         self._tables: set[str] = set()  # host iptables tables that existed at the last observe
         self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
         self._dying: list[tuple[str | None, str]] = []  # far ends of removed namespaces' veths
+        # ns -> ((nsfs inode, nft generation), rules as last read)
+        self._rules_seen: dict[str, tuple[tuple[int | None, int], str]] = {}
 
     def close(self) -> None:
         self.nl.close()
@@ -107,6 +109,7 @@ class Kernel:
         host = await self.nl.links(None)
         links[None] = {n: li for n, li in host.items() if n in scope.host_links}
         for name in sorted(scope.namespaces):
+            self.nl.revalidate(name)
             if netns.exists(name):
                 _put(out, Netns(name))
                 links[name] = await self.nl.links(name)
@@ -143,8 +146,7 @@ class Kernel:
             if not all_rules and ("rules", sub_ns) in scope.trusted and isinstance(want, Rules):
                 _put(out, want)
             elif all_rules or sub_ns in scope.rules_ns:
-                text = iptables.save(sub_ns) or EMPTY_FILTER
-                _put(out, Rules(sub_ns, text))
+                _put(out, Rules(sub_ns, self._rules(sub_ns)))
             elif isinstance(want, Rules) and want.text == EMPTY_FILTER:
                 _put(out, want)  # nothing to read: vpcq never put rules there
             app = self.apps.observe(sub_ns)
@@ -154,6 +156,22 @@ class Kernel:
             self._host_chains(out, scope.host_chains)
         self._veths_seen = [r for r in out.values() if isinstance(r, Veth)]
         return out
+
+    def _rules(self, ns: str) -> str:
+        """The namespace's rules as `iptables-save` prints them. Read again only when the
+        nftables generation of the namespace moved since the last read (any rule change,
+        by vpcq or by hand, moves it): a warm no-op reconcile forks no iptables-save."""
+        gen = self.nl.generation(ns) if iptables.nft_backend() else None
+        if gen is None:
+            return iptables.save(ns) or EMPTY_FILTER
+        seen = (netns.inode(ns), gen)  # a namespace made again starts a new generation count
+        cached = self._rules_seen.get(ns)
+        if cached is not None and cached[0] == seen:
+            return cached[1]
+        text = iptables.save(ns) or EMPTY_FILTER
+        if self.nl.generation(ns) == gen:  # nothing changed while it was read
+            self._rules_seen[ns] = (seen, text)
+        return text
 
     async def _settle(self, timeout: float = 5.0) -> None:
         """Wait until the interfaces of namespaces removed earlier are really gone.
@@ -240,8 +258,9 @@ class Kernel:
         delete = step.op == "delete"
         match r:
             case Netns():
+                self.nl.forget(r.name)  # sockets of an older namespace of that name go too
+                self._rules_seen.pop(r.name, None)
                 if delete:
-                    self.nl.forget(r.name)
                     netns.remove(r.name)
                     self._dying += [(v.peer_ns, v.peer_name) if v.ns == r.name else (v.ns, v.name)
                                     for v in self._veths_seen if r.name in (v.ns, v.peer_ns)]

@@ -3,6 +3,7 @@ in the namespace by a thread that entered it (so no `ip netns exec`). No shell, 
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 
@@ -20,6 +21,16 @@ def _run(ns: str | None, argv: list[str], stdin: str | None) -> subprocess.Compl
         return netns.run_in(ns, work)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise KernelError(argv[0], f"rules in {ns or 'host'}", str(e)) from e
+
+
+@functools.cache
+def nft_backend() -> bool:
+    """iptables is iptables-nft (so rule changes show in the nftables generation)."""
+    try:
+        p = subprocess.run(["iptables", "-V"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "nf_tables" in p.stdout
 
 
 def restore(ns: str | None, text: str, *, noflush: bool = False) -> None:

@@ -44,7 +44,7 @@ class Netlink:
     Sockets pin their namespace, so `forget` one before removing the namespace.
     """
 
-    def __init__(self, max_open: int = 64) -> None:
+    def __init__(self, max_open: int = 64, max_dumpers: int = 512) -> None:
         # the socket object is kept with its AsyncIPRoute: pyroute2 uses the descriptor, and
         # a garbage-collected socket would close it under a request in flight
         self._conns: OrderedDict[str | None, tuple[AsyncIPRoute, socket.socket]] = OrderedDict()
@@ -52,8 +52,12 @@ class Netlink:
         self._busy: dict[str | None, asyncio.Lock] = {}
         # name -> ifindex, filled by dumps and lookups: pyroute2's link_lookup dumps every
         # link, which dominated a profile of the worker (ifindexes are not reused soon)
-        self._index: dict[tuple[str | None, str], int] = {}
-        self._dumpers: dict[str | None, rtnl.Dumper] = {}  # lean dumps for observing
+        self._index: dict[str | None, dict[str, int]] = {}
+        # lean dumps for observing: one plain socket per namespace, kept for many more
+        # namespaces than pyroute2 connections (a no-op reconcile looks into all of them)
+        self._dumpers: OrderedDict[str | None, rtnl.Dumper] = OrderedDict()
+        self.max_dumpers = max_dumpers
+        self._inode: dict[str, int | None] = {}  # the namespace each cached socket is bound to
         self.max_open = max_open
         self._lock = asyncio.Lock()
 
@@ -66,6 +70,7 @@ class Netlink:
             entry = self._conns.get(ns)
             if entry is not None:
                 return entry[0]
+            self._pin(ns)
             sock = netns.run_in(ns, _new_socket)
             ipr = AsyncIPRoute(use_socket=sock)
             await ipr.setup_endpoint()
@@ -74,14 +79,30 @@ class Netlink:
             gone, (old, old_sock) = self._conns.popitem(last=False)
             old.close()
             old_sock.close()
-            d = self._dumpers.pop(gone, None)
-            if d is not None:
-                d.close()
+            self._busy.pop(gone, None)
         return ipr
 
+    def _pin(self, ns: str | None) -> None:
+        """Remember which namespace a new socket for `ns` is bound to."""
+        if ns is not None:
+            self._inode[ns] = netns.inode(ns)
+
+    def revalidate(self, ns: str | None) -> None:
+        """Drop the sockets of `ns` if its name now stands for another namespace (removed and
+        made again by someone else): a socket keeps the namespace it was made in alive and
+        would keep showing its old interfaces."""
+        if ns is not None and ns in self._inode and netns.inode(ns) != self._inode[ns]:
+            self.forget(ns)
+
+    def generation(self, ns: str | None) -> int | None:
+        d = self._dumpers.get(ns)
+        return d.generation() if d is not None else None
+
     def forget(self, ns: str | None) -> None:
+        if ns is not None:
+            self._inode.pop(ns, None)
         self._busy.pop(ns, None)
-        self._index = {k: v for k, v in self._index.items() if k[0] != ns}
+        self._index.pop(ns, None)
         d = self._dumpers.pop(ns, None)
         if d is not None:
             d.close()
@@ -91,7 +112,7 @@ class Netlink:
             entry[1].close()
 
     def close(self) -> None:
-        for ns in list(self._conns):
+        for ns in {*self._conns, *self._dumpers}:
             self.forget(ns)
 
     # ---- reading ----------------------------------------------------------------------------
@@ -104,9 +125,14 @@ class Netlink:
 
     async def dumper(self, ns: str | None) -> rtnl.Dumper:
         d = self._dumpers.get(ns)
-        if d is None:
-            await self.conn(ns)  # the LRU of namespaces is kept by conn
-            d = self._dumpers[ns] = rtnl.Dumper(netns.run_in(ns, rtnl.open_socket))
+        if d is not None:
+            self._dumpers.move_to_end(ns)
+            return d
+        self._pin(ns)
+        d = self._dumpers[ns] = rtnl.Dumper(netns.run_in(ns, rtnl.open_sockets))
+        while len(self._dumpers) > self.max_dumpers:
+            _, old = self._dumpers.popitem(last=False)
+            old.close()
         return d
 
     async def _read(self, ns: str | None, what: str, fn: Callable[[rtnl.Dumper], T]) -> T:
@@ -118,8 +144,7 @@ class Netlink:
     async def links(self, ns: str | None) -> dict[str, LinkInfo]:
         raw = await self._read(ns, "links", rtnl.Dumper.links)
         names = {m.index: m.name for m in raw}
-        self._index = {k: v for k, v in self._index.items() if k[0] != ns}
-        self._index.update({(ns, name): idx for idx, name in names.items()})
+        self._index[ns] = {name: idx for idx, name in names.items()}
         return {
             m.name: LinkInfo(
                 name=m.name,
@@ -175,14 +200,14 @@ class Netlink:
         return bool(await self._lookup(ns, name))
 
     async def index(self, ns: str | None, name: str) -> int:
-        cached = self._index.get((ns, name))
+        cached = self._index.get(ns, {}).get(name)
         if cached is not None:
             return cached
         # one RTM_GETLINK by name: a dump would cost as much as the namespace has links
         found = await self._lookup(ns, name)
         if not found:
             raise KernelError("find", f"link {name} in {ns or 'host'}", "no such interface")
-        self._index[(ns, name)] = found[0]
+        self._index.setdefault(ns, {})[name] = found[0]
         return found[0]
 
     async def add_bridge(self, ns: str | None, name: str) -> None:
@@ -205,7 +230,7 @@ class Netlink:
 
     async def delete_link(self, ns: str | None, name: str) -> None:
         ipr = await self.conn(ns)
-        self._index.pop((ns, name), None)
+        self._index.get(ns, {}).pop(name, None)
         found = await self._lookup(ns, name)  # never a cached index: it may be stale
         if found:
             await self._call("delete", f"link {name}", ns, ipr.link("del", index=found[0]), GONE)
@@ -219,7 +244,7 @@ class Netlink:
         try:
             await self._call("set", f"{name} up", ns, ipr.link("set", **spec), set())
         except KernelError:
-            self._index.pop((ns, name), None)  # perhaps a stale index: look it up next time
+            self._index.get(ns, {}).pop(name, None)  # perhaps a stale index: look it up next time
             raise
 
     async def add_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:

@@ -31,13 +31,20 @@ IFLA_INFO_KIND = 1
 IFA_ADDRESS = 1
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 NLA_TYPE_MASK = 0x3FFF  # without the nested / byte-order flags
+# <linux/netfilter/nfnetlink.h>, <linux/netfilter/nf_tables.h>
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NFT_GETGEN, NFT_NEWGEN = (NFNL_SUBSYS_NFTABLES << 8) | 16, (NFNL_SUBSYS_NFTABLES << 8) | 15
+NFTA_GEN_ID = 1
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type, flags
 _NLA = struct.Struct("=HH")
+_NFGEN = struct.Struct("=BBH")  # nfgenmsg: family, version, res_id
 _U32 = struct.Struct("=I")
+_BE32 = struct.Struct("!I")
 _S32 = struct.Struct("=i")
 
 
@@ -56,24 +63,43 @@ class DumpError(OSError):
     pass
 
 
-def open_socket() -> socket.socket:
-    """A netlink socket for dumps; call it inside the namespace it should look at."""
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-    s.bind((0, 0))
-    return s
+def open_sockets() -> tuple[socket.socket, socket.socket]:
+    """Netlink sockets for dumps (route) and the nftables generation (netfilter); call it
+    inside the namespace they should look at (a socket stays bound to it)."""
+    out = []
+    for proto in (socket.NETLINK_ROUTE, NETLINK_NETFILTER):
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
+        s.bind((0, 0))
+        out.append(s)
+    return out[0], out[1]
 
 
 class Dumper:
     """Synchronous dumps over one socket. A dump is a few hundred microseconds of kernel
     work, read in one go, so it is done inline and never interleaves with another."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    def __init__(self, socks: tuple[socket.socket, socket.socket]) -> None:
+        self.sock, self.nf = socks
         self._seq = 0
         self._buf = bytearray(1 << 16)
 
     def close(self) -> None:
         self.sock.close()
+        self.nf.close()
+
+    def generation(self) -> int | None:
+        """The namespace's nftables ruleset generation: every committed change to any table
+        (iptables-nft included) increments it. None when nftables cannot tell."""
+        try:
+            msgs, _ = self._request(NFT_GETGEN, NLM_F_REQUEST, _NFGEN.pack(socket.AF_UNSPEC, 0, 0),
+                                    sock=self.nf, reply=NFT_NEWGEN)
+        except OSError:
+            return None
+        for data, off, end in msgs:
+            for t, a, _b in _attrs(data, off + _NFGEN.size, end):
+                if t == NFTA_GEN_ID:
+                    return int(_BE32.unpack_from(data, a)[0])
+        return None
 
     def links(self) -> list[RawLink]:
         return [_link(*m) for m in self._dump(RTM_GETLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0))]
@@ -135,17 +161,19 @@ class Dumper:
         raise DumpError(errno.EAGAIN, "netlink dump kept being interrupted")
 
     def _request(
-        self, msg_type: int, flags: int, body: bytes
+        self, msg_type: int, flags: int, body: bytes, sock: socket.socket | None = None,
+        reply: int | None = None,
     ) -> tuple[list[tuple[bytes, int, int]], bool]:
+        sock = sock or self.sock
+        reply = msg_type - 2 if reply is None else reply  # RTM_NEW* answers RTM_GET*
         self._seq += 1
         seq = self._seq
-        self.sock.send(_HDR.pack(_HDR.size + len(body), msg_type, flags, seq, 0) + body)
+        sock.send(_HDR.pack(_HDR.size + len(body), msg_type, flags, seq, 0) + body)
         dump = flags & NLM_F_DUMP == NLM_F_DUMP
         out: list[tuple[bytes, int, int]] = []
         interrupted = False
-        reply = msg_type - 2  # RTM_NEW* answers RTM_GET*
         while True:
-            n = self.sock.recv_into(self._buf, 0, socket.MSG_TRUNC)  # n: the real length
+            n = sock.recv_into(self._buf, 0, socket.MSG_TRUNC)  # n: the real length
             if n > len(self._buf):
                 raise DumpError(errno.EMSGSIZE, f"netlink message of {n} bytes")
             data = bytes(self._buf[:n])

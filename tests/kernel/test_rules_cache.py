@@ -1,0 +1,48 @@
+"""A warm worker reads a namespace's rules again exactly when the nftables generation moved."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import pytest
+
+from tests.kernel.conftest import Net
+from tests.kernel.scenarios import FIREWALL, two_vpcs
+from vpcq.workers.kernel import iptables
+from vpcq.workers.kernel.adapter import Kernel, Scope
+
+pytestmark = pytest.mark.kernel
+
+
+def test_rules_are_read_again_only_after_a_change(net: Net, monkeypatch: pytest.MonkeyPatch):
+    net.start_worker()
+    a, _b = two_vpcs(net, {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web",
+                           "firewall": FIREWALL})
+    ns = f"{a}-web"
+    saves: list[str | None] = []
+    real_save = iptables.save
+
+    def counting_save(where: str | None, table: str | None = None) -> str:
+        saves.append(where)
+        return real_save(where, table)
+
+    monkeypatch.setattr(iptables, "save", counting_save)
+    kernel = Kernel(net.home / "apps", net.home / "run" / "host-rules.lock")
+
+    def rules() -> str:
+        scope = Scope(namespaces={ns}, rules_ns={ns})
+        out = asyncio.run(kernel.observe(scope, {}))
+        return out[("rules", ns)].text  # type: ignore[attr-defined,no-any-return]
+
+    try:
+        first = rules()
+        assert "--dport 8000" in first and saves == [ns]
+        assert rules() == first and saves == [ns]  # unchanged: not read again
+        subprocess.run(["ip", "netns", "exec", ns, "iptables", "-I", "INPUT", "-p", "udp",
+                        "--dport", "9", "-j", "ACCEPT"], check=True)
+        changed = rules()
+        assert "--dport 9" in changed and saves == [ns, ns]  # a hand edit is seen at once
+        assert rules() == changed and saves == [ns, ns]
+    finally:
+        kernel.close()
