@@ -229,6 +229,6 @@ def parse_firewall(data: Any) -> tuple[Firewall, str | None]:
     except ValidationError as e:
         err = _domain_error(e)
         raise DomainError(f"firewall.{err.field}", err.reason) from None
-    rules = [Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr) for r in f.ingress]  # type: ignore[arg-type]
-    egress = [Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr) for r in f.egress]  # type: ignore[arg-type]
+    rules = [Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr) for r in f.ingress]
+    egress = [Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr) for r in f.egress]
     return Firewall(ingress=tuple(rules), egress=tuple(egress), default=f.default), f.subnet

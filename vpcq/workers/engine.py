@@ -319,7 +319,7 @@ class Engine:
                 correlation_id=cmd.correlation_id,
                 actor=self.actor,
                 time=now,
-                event=ev,  # type: ignore[arg-type]
+                event=ev,
             )
             for i, ev in enumerate(events)
         ]

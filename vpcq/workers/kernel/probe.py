@@ -60,7 +60,7 @@ def _checksum(data: bytes) -> int:
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
-    return ~total & 0xFFFF
+    return int(~total & 0xFFFF)
 
 
 def ping(ns: str, ip: str, timeout: float = 1.0) -> bool:
