@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from vpcq.workers.kernel.adapter import chain_rules, jump_inserts
+from vpcq.workers.kernel.adapter import chain_rules, chain_teardown, jump_inserts
 
 
 def insert_all(rules: list[str], new: list[str]) -> list[str]:
@@ -50,3 +50,15 @@ def test_chain_rules_reads_one_chain_of_one_table():
             "*nat\n-A FORWARD -j Z\nCOMMIT\n")
     assert chain_rules(text, "filter", "FORWARD") == ["-j X"]
     assert chain_rules(text, "nat", "FORWARD") == ["-j Z"]
+
+
+def test_teardown_removes_the_chain_and_every_jump_to_it_in_every_table():
+    text = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:VPCQ-aaaaaa - [0:0]\n"
+            ":VPCQ-bbbbbb - [0:0]\n-A FORWARD -i vqaaaaaau -j VPCQ-aaaaaa\n"
+            "-A FORWARD -i vqbbbbbbu -j VPCQ-bbbbbb\n-A VPCQ-aaaaaa -j DROP\nCOMMIT\n"
+            "*nat\n:POSTROUTING ACCEPT [0:0]\n:VPCQ-aaaaaa - [0:0]\n-A POSTROUTING -j VPCQ-aaaaaa\n"
+            "-A VPCQ-aaaaaa -o inet0 -j MASQUERADE\nCOMMIT\n")
+    assert chain_teardown(text, "VPCQ-aaaaaa") == (
+        "*filter\n-D FORWARD -i vqaaaaaau -j VPCQ-aaaaaa\n-F VPCQ-aaaaaa\n-X VPCQ-aaaaaa\nCOMMIT\n"
+        "*nat\n-D POSTROUTING -j VPCQ-aaaaaa\n-F VPCQ-aaaaaa\n-X VPCQ-aaaaaa\nCOMMIT\n")
+    assert chain_teardown(text, "VPCQ-cccccc") == ""  # already gone: nothing to do

@@ -76,8 +76,6 @@ class Kernel:
         self.nl = Netlink()
         self._lock_path = lock_path  # serialises host rule changes between this host's workers
         self.apps = Apps(apps_dir)
-        self._jumps: dict[str, set[str]] = {}  # host chain -> jump rules seen by observe
-        self._tables: set[str] = set()  # host iptables tables that existed at the last observe
         self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
         self._dying: list[tuple[str | None, str]] = []  # far ends of removed namespaces' veths
         # ns -> ((nsfs inode, nft generation), rules as last read)
@@ -222,7 +220,6 @@ class Kernel:
 
     def _host_chains(self, out: Topology, chains: set[str]) -> None:
         text = iptables.save(None)
-        self._tables = {ln[1:] for ln in text.splitlines() if ln.startswith("*")}
         table = ""
         body: dict[tuple[str, str], list[str]] = {}
         jumps: dict[str, set[str]] = {c: set() for c in chains}
@@ -241,7 +238,6 @@ class Kernel:
             target = rest.split("-j ", 1)[1].strip() if "-j " in rest else target
             if target in chains:
                 jumps[target].add(f"{table}:{chain} {rest}")
-        self._jumps.update(jumps)  # other jobs' chains are not ours to forget
         for chain in chains:
             f = tuple(body.get(("filter", chain), ()))
             n = tuple(body.get(("nat", chain), ()))
@@ -300,22 +296,14 @@ class Kernel:
                     self.apps.start(r.ns, r.port, r.vpc, r.subnet)
 
     def _apply_host_chain(self, r: HostChain, delete: bool) -> None:
-        seen = self._jumps.get(r.chain, set())
         if delete:
-            doc = ["*filter"]
-            doc += [f"-D {j.split(' ', 1)[0].split(':')[1]} {j.split(' ', 1)[1]}"
-                    for j in sorted(seen) if j.startswith("filter:")]
-            doc += [f"-F {r.chain}", f"-X {r.chain}", "COMMIT", "*nat"]
-            doc += [f"-D {j.split(' ', 1)[0].split(':')[1]} {j.split(' ', 1)[1]}"
-                    for j in sorted(seen) if j.startswith("nat:")]
-            doc += [f"-F {r.chain}", f"-X {r.chain}", "COMMIT", ""]
-            try:
-                iptables.restore(None, "\n".join(doc), noflush=True)
-            except KernelError:
-                if self._chain_exists(r.chain):
-                    raise
-            self._jumps.pop(r.chain, None)
-            iptables.drop_owned_tables(None, OWNED)
+            # read, delete and drop emptied tables under the lock: two workers tearing down
+            # the last two VPCs at once must not both try to remove the same table
+            with _host_rules_lock(self._lock_path):
+                teardown = chain_teardown(iptables.save(None), r.chain)
+                if teardown:
+                    iptables.restore(None, teardown, noflush=True)
+                iptables.drop_owned_tables(None, OWNED)
             return
         # the jump rules sit in one block, sorted by chain, so the host's tables are a function
         # of the log and not of the order in which VPCs were made, rolled back or restored;
@@ -336,14 +324,30 @@ class Kernel:
                             for pos, rest in jump_inserts(chain_rules(text, table, chain), new)]
                 doc.append("COMMIT")
             iptables.restore(None, "\n".join(doc) + "\n", noflush=True)
-        self._tables |= {"filter", "nat"}
-        self._jumps[r.chain] = {f"{t}:{c} {rest}" for t, c, rest in _jump_rules(r)}
-
-    def _chain_exists(self, chain: str) -> bool:
-        return any(f":{chain} " in line for line in iptables.save(None).splitlines())
 
 
 _JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+)$")
+
+
+def chain_teardown(save_text: str, chain: str) -> str:
+    """An iptables-restore document (for --noflush) removing a chain and every rule that
+    jumps to it, in every table where it exists; empty if there is nothing to remove."""
+    tables: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in save_text.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], [])
+        else:
+            current.append(line)
+    doc: list[str] = []
+    for table, lines in tables.items():
+        jumps = ["-D " + ln[3:] for ln in lines
+                 if ln.startswith("-A ") and ln.endswith(f" -j {chain}")
+                 and not ln.startswith(f"-A {chain} ")]
+        declared = any(ln.startswith(f":{chain} ") for ln in lines)
+        if jumps or declared:
+            doc += [f"*{table}", *jumps, *([f"-F {chain}", f"-X {chain}"] if declared else []), "COMMIT"]
+    return "\n".join(doc) + "\n" if doc else ""
 
 
 def chain_rules(save_text: str, table: str, chain: str) -> list[str]:
