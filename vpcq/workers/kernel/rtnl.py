@@ -63,33 +63,42 @@ class DumpError(OSError):
     pass
 
 
-def open_sockets() -> tuple[socket.socket, socket.socket]:
-    """Netlink sockets for dumps (route) and the nftables generation (netfilter); call it
-    inside the namespace they should look at (a socket stays bound to it)."""
-    out = []
-    for proto in (socket.NETLINK_ROUTE, NETLINK_NETFILTER):
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
-        s.bind((0, 0))
-        out.append(s)
-    return out[0], out[1]
+def _open(proto: int) -> socket.socket:
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
+    s.bind((0, 0))
+    return s
+
+
+def open_sockets() -> tuple[socket.socket, socket.socket | None]:
+    """Netlink sockets for dumps (route) and the nftables generation (netfilter, None if
+    this kernel has no nfnetlink: rules are then simply always read); call it inside the
+    namespace they should look at (a socket stays bound to it)."""
+    try:
+        nf: socket.socket | None = _open(NETLINK_NETFILTER)
+    except OSError:
+        nf = None
+    return _open(socket.NETLINK_ROUTE), nf
 
 
 class Dumper:
     """Synchronous dumps over one socket. A dump is a few hundred microseconds of kernel
     work, read in one go, so it is done inline and never interleaves with another."""
 
-    def __init__(self, socks: tuple[socket.socket, socket.socket]) -> None:
+    def __init__(self, socks: tuple[socket.socket, socket.socket | None]) -> None:
         self.sock, self.nf = socks
         self._seq = 0
         self._buf = bytearray(1 << 16)
 
     def close(self) -> None:
         self.sock.close()
-        self.nf.close()
+        if self.nf is not None:
+            self.nf.close()
 
     def generation(self) -> int | None:
         """The namespace's nftables ruleset generation: every committed change to any table
         (iptables-nft included) increments it. None when nftables cannot tell."""
+        if self.nf is None:
+            return None
         try:
             msgs, _ = self._request(NFT_GETGEN, NLM_F_REQUEST, _NFGEN.pack(socket.AF_UNSPEC, 0, 0),
                                     sock=self.nf, reply=NFT_NEWGEN)
