@@ -11,7 +11,7 @@ from tests.unit.core import cmd, envelopes
 from vpcq.errors import ConcurrencyError, DomainError
 from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
-from vpcq.events.schema import VpcCreated
+from vpcq.events.schema import ChangeApplied, Envelope, VpcCreated
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.decide import decide
 from vpcq.orchestrator.service import Orchestrator, StateLoader
@@ -205,3 +205,65 @@ def test_acknowledged_appends_survive_redis_sigkill(tmp_path):
         assert sorted(run(read()).vpcs) == sorted(f"v{i}" for i in range(50))
     finally:
         server.stop()
+
+
+def test_reads_that_start_or_end_inside_a_commit_get_exactly_the_events_asked(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        orch = Orchestrator(r, store, JobQueue(r), "t@h")
+        await orch.submit(cmd("create-vpc", name="a", cidr="10.0.0.0/16"))  # 1-2
+        await orch.submit(cmd("create-vpc", name="b", cidr="10.1.0.0/16"))  # 3-4
+        await orch.submit(cmd("peer-vpcs", a="a", b="b"))  # 5-6
+        assert await r.xlen("vpcq:log") == 3  # one entry per command
+        seqs = [(after, upto, [e.seq for e in await store.read(after, upto)])
+                for after in range(7) for upto in range(7)]
+        followed = []
+        async for env in store.follow(after=3, block_ms=50):
+            followed.append(env.seq)
+            if env.seq == 6:
+                break
+        await r.aclose()
+        return seqs, followed
+
+    seqs, followed = run(go())
+    for after, upto, got in seqs:
+        assert got == list(range(after + 1, upto + 1)), (after, upto, got)
+    assert followed == [4, 5, 6]
+
+
+def test_a_log_written_one_envelope_per_entry_still_replays(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        events = decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), INITIAL)
+        for env in envelopes(INITIAL, events, "old"):  # the first layout, as it was written
+            await r.xadd("vpcq:log", {"e": env.model_dump_json(exclude={"seq"})}, id=f"{env.seq}-0")
+        await r.set("vpcq:version", 2)
+        await Orchestrator(r, store, JobQueue(r), "t@h").submit(
+            cmd("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24"))
+        state = await StateLoader(r, store).load()
+        log = await store.read()
+        await r.aclose()
+        return state, log
+
+    state, log = run(go())
+    assert [e.seq for e in log] == [1, 2, 3, 4]
+    assert [e.command_id for e in log][:2] == ["old", "old"]
+    assert list(state.vpcs["a"].subnets) == ["web"] and state.commands["old"].kind == "create-vpc"
+
+
+def test_an_outcome_is_recorded_once_even_when_a_job_reports_twice(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        orch = Orchestrator(r, store, JobQueue(r), "t@h")
+        sub = await orch.submit(cmd("create-vpc", name="a", cidr="10.0.0.0/16"))
+        done = Envelope(command_id=sub.command_id, correlation_id="k", actor="w@h", time="t",
+                        event=ChangeApplied(command_id=sub.command_id, vpcs=("a",)))
+        first = await store.append([done], expected_version=None)
+        again = await store.append([done], expected_version=None)
+        log = await store.read()
+        await r.aclose()
+        return first, again, log
+
+    first, again, log = run(go())
+    assert first == again == 3
+    assert [e.type for e in log] == ["CommandAccepted", "VpcCreated", "ChangeApplied"]

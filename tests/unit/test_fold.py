@@ -10,11 +10,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from vpcq.errors import DomainError
-from vpcq.events.schema import ChangeFailed, Envelope, VpcRestored
-from vpcq.events.store import decode, encode
+from vpcq.events.schema import ChangeFailed, Envelope, VpcRestored, commits_of
+from vpcq.events.store import decode, decode_entry, stored
 from vpcq.events.upcast import UPCASTERS
 from vpcq.orchestrator.decide import decide
-from vpcq.orchestrator.evolve import fold
+from vpcq.orchestrator.evolve import fold, fold_commits
 from vpcq.orchestrator.failure import fail
 from vpcq.orchestrator.snapshot import dump_state, load_state
 from vpcq.orchestrator.state import INITIAL, State, view_of
@@ -83,10 +83,31 @@ def test_snapshot_plus_tail_equals_full_replay(spec, cut):
 @hgiven(commands)
 def test_replay_is_deterministic_and_survives_the_store_encoding(spec):
     log = _log(spec)
-    again = [decode(e.seq, encode(e)) for e in log]
+    commits = [decode(stored(c)) for c in commits_of(log)]
+    again = [env for c in commits for env in c.envelopes()]
     assert again == log
     assert fold(INITIAL, again) == fold(INITIAL, log)
+    assert fold_commits(INITIAL, commits) == fold(INITIAL, log)
     assert fold(INITIAL, log) == fold(INITIAL, log)
+
+
+@settings(max_examples=50, deadline=None)
+@hgiven(commands, st.integers(0, 40), st.integers(0, 40))
+def test_a_commit_clipped_to_a_range_holds_exactly_the_events_in_it(spec, after, upto):
+    log = _log(spec)
+    clipped = [c.clip(after, upto) for c in commits_of(log)]
+    got = [env for c in clipped if c is not None for env in c.envelopes()]
+    assert got == [e for e in log if after < e.seq <= upto]
+
+
+def test_commits_group_a_command_and_keep_outcomes_alone():
+    state = INITIAL
+    events = decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), state)
+    log = envelopes(state, events, "x")
+    log += envelopes(fold(state, log), [ChangeFailed(command_id="x", vpcs=("a",), reason="r")], "x")
+    assert [[e.type for e in c.events] for c in commits_of(log)] == [
+        ["CommandAccepted", "VpcCreated"], ["ChangeFailed"]]
+    assert [c.seq for c in commits_of(log)] == [1, 3]
 
 
 @settings(max_examples=100, deadline=None)
@@ -192,5 +213,23 @@ def test_upcasters_lift_a_stored_v1_event_on_read(monkeypatch):
         return event
 
     monkeypatch.setitem(UPCASTERS, ("SubnetAdded", 0), v0_to_v1)
-    env = decode(7, json.dumps(raw).encode())
+    (env,) = decode_entry(b"7-0", {b"e": json.dumps(raw).encode()}).envelopes()
     assert env.seq == 7 and env.event.public is True and env.schema_version == 1
+
+
+def test_upcasters_lift_an_old_event_inside_a_commit(monkeypatch):
+    from vpcq.events import schema
+
+    raw = (FIXTURES / "commit_subnet_added_v0.json").read_bytes()
+    monkeypatch.setitem(schema.SCHEMA_VERSIONS, "SubnetAdded", 1)
+    monkeypatch.setitem(UPCASTERS, ("SubnetAdded", 0), _v0_to_v1)
+    c = decode_entry(b"7-0", {b"c": raw})
+    assert c.seq == 7 and c.versions == (1, 1) and c.events[1].public is True
+    after = fold_commits(given(cmd("create-vpc", name="a", cidr="10.0.0.0/16")), [c])
+    assert after.commands["c1"].last_seq == 8 and after.vpcs["a"].subnets["web"].public
+
+
+def _v0_to_v1(event):
+    event = dict(event)
+    event["public"] = event.pop("subnet_type") == "public"
+    return event

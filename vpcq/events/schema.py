@@ -6,6 +6,7 @@ and a trusted replay should not pay for re-parsing them (see LIBRARIES.md, pydan
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -287,3 +288,89 @@ class Envelope(Frozen):
 
 
 ENVELOPE: TypeAdapter[Envelope] = TypeAdapter(Envelope)
+
+
+OUTCOMES = ("ChangeApplied", "ChangeFailed")
+
+
+class Commit(Frozen):
+    """One entry of the log's stream: the events one append wrote for one command.
+
+    Who, when and why are stored once per commit, not once per event, and the events are
+    numbered from `seq` (the stream entry's id). A command's CommandAccepted and its domain
+    events are one commit; an outcome (ChangeApplied, ChangeFailed) is always a commit of its
+    own, so the store can write it at most once per command.
+    """
+
+    # Stored under one-letter keys: a replay parses every commit's header, and JSON parsing
+    # costs by the byte (the keys were a fifth of the log).
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    seq: int = Field(0, alias="s")  # the first event's sequence number
+    command_id: str = Field(alias="c")
+    correlation_id: str = Field(alias="r")
+    actor: str = Field(alias="a")
+    time: str = Field(alias="t")
+    versions: tuple[int, ...] = Field(alias="v")  # each event's schema version, as stored
+    events: tuple[Event, ...] = Field(alias="e")
+
+    @property
+    def last(self) -> int:
+        """The last event's sequence number."""
+        return self.seq + len(self.events) - 1
+
+    def envelopes(self) -> list[Envelope]:
+        """The commit's events, one envelope each (trusted: no validation again)."""
+        return [
+            Envelope.model_construct(
+                seq=self.seq + i, schema_version=v, command_id=self.command_id,
+                correlation_id=self.correlation_id, actor=self.actor, time=self.time, event=ev,
+            )
+            for i, (v, ev) in enumerate(zip(self.versions, self.events, strict=True))
+        ]  # fmt: skip
+
+    def clip(self, after: int, upto: int | None) -> Commit | None:
+        """The part of the commit with `after` < seq <= `upto` (None: nothing)."""
+        lo = max(after + 1 - self.seq, 0)
+        hi = len(self.events) if upto is None else min(upto + 1 - self.seq, len(self.events))
+        if lo == 0 and hi == len(self.events):
+            return self
+        if lo >= hi:
+            return None
+        return self.model_copy(
+            update={"seq": self.seq + lo, "versions": self.versions[lo:hi], "events": self.events[lo:hi]}
+        )
+
+
+def commits_of(envelopes: Iterable[Envelope]) -> list[Commit]:
+    """Group consecutive envelopes into commits (same command, actor, time and correlation);
+    an outcome event always stands alone. Sequence numbers are the store's to assign."""
+    out: list[Commit] = []
+    run: list[Envelope] = []
+
+    def close() -> None:
+        if run:
+            h = run[0]
+            out.append(Commit.model_construct(
+                seq=h.seq, command_id=h.command_id, correlation_id=h.correlation_id, actor=h.actor,
+                time=h.time, versions=tuple(e.schema_version for e in run),
+                events=tuple(e.event for e in run),
+            ))  # fmt: skip
+            run.clear()
+
+    for env in envelopes:
+        if run:
+            h = run[-1]
+            if (
+                env.event.type in OUTCOMES
+                or h.event.type in OUTCOMES
+                or (env.command_id, env.correlation_id, env.actor, env.time)
+                != (h.command_id, h.correlation_id, h.actor, h.time)
+            ):
+                close()
+        run.append(env)
+    close()
+    return out
+
+
+COMMIT: TypeAdapter[Commit] = TypeAdapter(Commit)

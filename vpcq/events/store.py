@@ -1,13 +1,19 @@
 """The event store: the only code that touches the Redis stream that is the log.
 
-One stream holds the global, ordered log; entry ids are `<seq>-0`, so the sequence number
-is the stream id. Appends are checked against the version the decision was made on, in
-one Lua script (atomic, one round trip). The embedded Redis fsyncs its append-only file
-before it acknowledges a write, so an acknowledged append survives a crash.
+One stream holds the global, ordered log. Each entry is a commit (see `Commit`): the events
+one append wrote for one command, with who/when/why stored once. An entry's id is
+`<seq of its first event>-0`, so events are found by sequence number without an index.
+Appends are checked against the version the decision was made on, in one Lua script
+(atomic, one round trip). The embedded Redis fsyncs its append-only file before it
+acknowledges a write, so an acknowledged append survives a crash.
+
+Entries written before commits existed hold one envelope each (field `e`); they are read
+as one-event commits, so an old log replays unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -19,44 +25,80 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from vpcq.errors import ConcurrencyError
-from vpcq.events.schema import ENVELOPE, SCHEMA_VERSIONS, ChangeApplied, ChangeFailed, Envelope
-from vpcq.events.upcast import upcast
+from vpcq.events.schema import (
+    COMMIT,
+    ENVELOPE,
+    OUTCOMES,
+    SCHEMA_VERSIONS,
+    Commit,
+    Envelope,
+    commits_of,
+)
+from vpcq.events.upcast import upcast, upcast_event
 
-# ARGV: expected version (-1: any), then pairs (once-key, event JSON). An event with a
-# once-key (a command id, for outcome events) is written only if no event with that key was
-# written before: a job that runs twice can never record a command's outcome twice.
+# ARGV: expected version (-1: any), then triples (once-key, event count, commit JSON without
+# its sequence number). A commit with a once-key (an outcome's command id) is written only if
+# no commit with that key was written before: a job that runs twice can never record an
+# outcome twice. The script numbers each commit (`"s"`, also the entry's id) as it writes it.
 _APPEND = """
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 local expected = tonumber(ARGV[1])
 if expected >= 0 and cur ~= expected then
   return redis.error_reply('VERSION_CONFLICT ' .. cur)
 end
-for i = 2, #ARGV, 2 do
+for i = 2, #ARGV, 3 do
   local once = ARGV[i]
   if once == '' or redis.call('HSETNX', KEYS[3], once, cur + 1) == 1 then
-    cur = cur + 1
-    redis.call('XADD', KEYS[1], cur .. '-0', 'e', ARGV[i + 1])
+    local body = '{"s":' .. (cur + 1) .. ',' .. string.sub(ARGV[i + 2], 2)
+    redis.call('XADD', KEYS[1], (cur + 1) .. '-0', 'c', body)
+    cur = cur + tonumber(ARGV[i + 1])
   end
 end
 redis.call('SET', KEYS[2], cur)
 return cur
 """
 
-PAGE = 5000
+PAGE = 2000  # entries per XRANGE
 
 
-def encode(env: Envelope) -> bytes:
-    """The stored form of an envelope: its JSON without the sequence number (the stream id)."""
-    return env.model_dump_json(exclude={"seq"}).encode()
+def encode(commit: Commit) -> bytes:
+    """A commit as the append script takes it: its JSON without the sequence number."""
+    return commit.model_dump_json(by_alias=True, exclude={"seq"}).encode()
 
 
-def decode(seq: int, data: bytes) -> Envelope:
-    """An envelope read back from the log, upcast to today's schema.
+def stored(commit: Commit) -> bytes:
+    """A commit as the log holds it (what the append script makes of `encode`)."""
+    return commit.model_dump_json(by_alias=True).encode()
 
-    The fast path hands the stored bytes, with the sequence number spliced in, straight to
-    pydantic's JSON validator (about 3x cheaper than json.loads plus validation); an event
-    stored under an older schema fails that or shows its version, and takes the slow path.
+
+# Every event type is at this version today (see `decode`).
+_LATEST = max(SCHEMA_VERSIONS.values())
+
+
+def decode(data: bytes) -> Commit:
+    """A commit read back from the log, its events upcast to today's schema.
+
+    The fast path hands the stored bytes straight to pydantic's JSON validator (about 3x
+    cheaper than json.loads plus validation); a commit holding an event stored under an
+    older schema fails that or shows its version, and takes the slow path.
     """
+    try:
+        c = COMMIT.validate_json(data)
+        # a stored version is never above today's, so at the latest one nothing is stale
+        if min(c.versions) == _LATEST or all(
+            v == SCHEMA_VERSIONS[e.type] for v, e in zip(c.versions, c.events, strict=True)
+        ):
+            return c
+    except ValidationError:
+        pass
+    raw: dict[str, Any] = json.loads(data)
+    raw["e"] = [upcast_event(e, v) for v, e in zip(raw["v"], raw["e"], strict=True)]
+    raw["v"] = [SCHEMA_VERSIONS[e["type"]] for e in raw["e"]]
+    return COMMIT.validate_python(raw)
+
+
+def decode_envelope(seq: int, data: bytes) -> Envelope:
+    """An entry of the first layout (one envelope per entry), upcast like any other."""
     try:
         env = ENVELOPE.validate_json(b'{"seq":%d,%s' % (seq, data[1:]))
         if env.schema_version == SCHEMA_VERSIONS[env.event.type]:
@@ -66,6 +108,16 @@ def decode(seq: int, data: bytes) -> Envelope:
     raw: dict[str, Any] = json.loads(data)
     raw["seq"] = seq
     return ENVELOPE.validate_python(upcast(raw))
+
+
+def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Commit:
+    """One stream entry, in either layout, as a commit."""
+    data = fields.get(b"c")
+    if data is not None:
+        return decode(data)
+    seq = _seq(entry_id)
+    (commit,) = commits_of([decode_envelope(seq, fields[b"e"])])
+    return commit.model_copy(update={"seq": seq})
 
 
 class EventStore:
@@ -86,14 +138,15 @@ class EventStore:
     async def append(self, events: Sequence[Envelope], expected_version: int | None) -> int:
         """Append atomically if the log is at `expected_version` (None: anywhere); new version.
 
-        A command's outcome (ChangeApplied or ChangeFailed) is written at most once.
+        The events are numbered by the store, from the version up. A command's outcome
+        (ChangeApplied or ChangeFailed) is written at most once.
         """
         if not events:
             return await self.version()
         args: list[Any] = [-1 if expected_version is None else expected_version]
-        for e in events:
-            once = e.event.command_id if isinstance(e.event, ChangeApplied | ChangeFailed) else ""
-            args += [once, encode(e)]
+        for c in commits_of(events):
+            once = c.command_id if c.events[0].type in OUTCOMES else ""
+            args += [once, len(c.events), encode(c)]
         keys = [self.stream, self.version_key, self.outcomes_key]
         try:
             result = await self._append(keys=keys, args=args)
@@ -112,25 +165,64 @@ class EventStore:
 
     async def iter(self, after: int = 0, upto: int | None = None) -> AsyncIterator[Envelope]:
         """Stream events page by page."""
+        async for page in self.pages(after, upto):
+            for c in page:
+                for env in c.envelopes():
+                    yield env
+
+    async def pages(self, after: int = 0, upto: int | None = None) -> AsyncIterator[list[Commit]]:
+        """The commits holding events `after` < seq <= `upto`, clipped to that range, a page
+        at a time. The next page is requested before this one is decoded, so Redis reads
+        while Python decodes.
+        """
         last = "+" if upto is None else f"{upto}-0"
-        start = f"({after}-0" if after > 0 else "-"
-        while True:
-            page = await self.redis.xrange(self.stream, start, last, count=PAGE)
-            for entry_id, fields in page:
-                yield decode(_seq(entry_id), fields[b"e"])
-            if len(page) < PAGE:
-                return
-            start = "(" + page[-1][0].decode()
+        if after > 0:  # one round trip: the commit holding event `after`, and the first page
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xrevrange(self.stream, f"{after}-0", "-", count=1)
+            pipe.xrange(self.stream, f"({after}-0", last, count=PAGE)
+            prev, page = await pipe.execute()
+            head = _straddling(prev, after, upto)
+            if head is not None:
+                yield [head]
+        else:
+            page = await self.redis.xrange(self.stream, "-", last, count=PAGE)
+        more: asyncio.Future[Any] | None = None
+        try:
+            while page:
+                if len(page) == PAGE:
+                    start = "(" + page[-1][0].decode()
+                    more = asyncio.ensure_future(self.redis.xrange(self.stream, start, last, count=PAGE))
+                    await asyncio.sleep(0)  # let the request go out before decoding
+                commits = [decode_entry(entry_id, fields) for entry_id, fields in page]
+                if upto is not None:  # only the range's last commit can overrun `upto`
+                    clipped = commits[-1].clip(after, upto)
+                    commits[-1:] = [clipped] if clipped is not None else []
+                yield commits
+                page, more = (await more if more is not None else []), None
+        finally:
+            if more is not None:  # the reader stopped early
+                more.cancel()
 
     async def follow(self, after: int, block_ms: int = 1000) -> AsyncIterator[Envelope]:
         """Events after `after`, waiting for new ones; runs until the caller stops."""
+        prev = await self.redis.xrevrange(self.stream, f"{after}-0", "-", count=1) if after > 0 else []
+        head = _straddling(prev, after, None)
+        for env in head.envelopes() if head is not None else ():
+            yield env
         last = f"{after}-0"
         while True:
             res = await self.redis.xread({self.stream: last}, count=PAGE, block=block_ms)
             for _stream, entries in res or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
-                    yield decode(_seq(entry_id), fields[b"e"])
+                    for env in decode_entry(entry_id, fields).envelopes():
+                        yield env
+
+
+def _straddling(prev: list[Any], after: int, upto: int | None) -> Commit | None:
+    """From XREVRANGE <after> - COUNT 1: the events after `after` in the commit holding
+    event `after`, if any (a read may start inside a commit)."""
+    return decode_entry(*prev[0]).clip(after, upto) if prev else None
 
 
 @contextmanager

@@ -15,11 +15,9 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
 
-def upcast(raw: dict[str, Any]) -> dict[str, Any]:
-    """Lift an envelope dict whose event is older than today's schema, one step at a time."""
-    event = raw["event"]
+def upcast_event(event: dict[str, Any], version: int) -> dict[str, Any]:
+    """Lift one event dict stored at `version` to today's schema, one step at a time."""
     kind = event["type"]
-    version = raw.get("schema_version", 1)
     current = SCHEMA_VERSIONS[kind]
     while version < current:
         step = UPCASTERS.get((kind, version))
@@ -27,4 +25,11 @@ def upcast(raw: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"no upcaster for {kind} v{version} -> v{version + 1}")
         event = step(event)
         version += 1
-    return {**raw, "event": event, "schema_version": version}
+    return event
+
+
+def upcast(raw: dict[str, Any]) -> dict[str, Any]:
+    """Lift an envelope dict (the log's first layout) whose event is older than today's."""
+    event = raw["event"]
+    return {**raw, "event": upcast_event(event, raw.get("schema_version", 1)),
+            "schema_version": SCHEMA_VERSIONS[event["type"]]}

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from vpcq.config import KEY_PREFIX
@@ -18,7 +19,7 @@ from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, Envelope
 from vpcq.events.store import EventStore, no_gc
 from vpcq.orchestrator.decide import decide
-from vpcq.orchestrator.evolve import fold
+from vpcq.orchestrator.evolve import Folder, fold
 from vpcq.orchestrator.snapshot import dump_state, load_state
 from vpcq.orchestrator.state import INITIAL, State
 
@@ -57,9 +58,9 @@ class StateLoader:
         state = self._state
         if state is None:
             raw = await self.redis.get(self.snapshot_key)
-            state = load_state(raw) if raw else INITIAL
+            state = _snapshot(raw) if raw else INITIAL
             self._snapshot_seq = state.seq
-        state = fold(state, await self.store.read(after=state.seq))
+        state = await self._fold(state, None)
         if state.seq - self._snapshot_seq >= SNAPSHOT_EVERY:
             await self.redis.set(self.snapshot_key, dump_state(state))
             self._snapshot_seq = state.seq
@@ -68,9 +69,29 @@ class StateLoader:
 
     async def at(self, seq: int) -> State:
         """The state as it was right after event `seq` (a full replay)."""
-        envs = await self.store.read(after=0, upto=seq)
+        return await self._fold(INITIAL, seq)
+
+    async def _fold(self, state: State, upto: int | None) -> State:
+        """Fold the log after `state` as it is read: each commit is dropped once folded.
+
+        Holding the whole decoded log first would cost its memory, and the cyclic garbage
+        collector's passes over every one of its objects when it is re-enabled.
+        """
+        f = Folder(state)
         with no_gc():
-            return fold(INITIAL, envs)
+            async for page in self.store.pages(after=state.seq, upto=upto):
+                for c in page:
+                    f.commit(c)
+        return f.build()
+
+
+def _snapshot(raw: bytes) -> State:
+    """A stored snapshot, or the empty state if it was written by another version of vpcq
+    (a snapshot is only a cache: the log is replayed instead)."""
+    try:
+        return load_state(raw)
+    except ValidationError:
+        return INITIAL
 
 
 class Orchestrator:
