@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,6 +98,7 @@ class Engine:
         self._one_at_a_time: set[str] = set()
         self._inet: str | None = None
         self._inet_known = False
+        self._plans: deque[tuple[tuple[dict[str, VpcView], str | None], Topology]] = deque(maxlen=8)
 
     async def internet_if(self) -> str | None:
         if not self._inet_known:
@@ -216,11 +218,22 @@ class Engine:
     def _views(self, names: Sequence[str], seq: int) -> dict[str, VpcView]:
         return {v: self.cache.view_at(v, seq) for v in names}
 
+    def _plan(self, views: dict[str, VpcView], inet: str | None) -> Topology:
+        """`plan`, remembered for the last few view sets: one job's target is usually the
+        next job's `before`, and `now` is the target when nothing else is pending. Views are
+        compared by value (a VPC's view is a new object after every event that names it)."""
+        for (seen, seen_inet), topology in self._plans:
+            if seen_inet == inet and seen == views:
+                return topology  # shared: plans are never modified (narrow makes new ones)
+        topology = plan(views, inet)
+        self._plans.appendleft(((views, inet), topology))
+        return topology
+
     async def _apply(self, state: State, group: list[CommandRecord], names: list[str]) -> int:
         inet = await self.internet_if()
-        target = plan(self._views(names, group[-1].last_seq), inet)
-        before = plan(self._views(names, group[0].seq - 1), inet)
-        now = plan({v: view_of(state, v) for v in names}, inet)
+        target = self._plan(self._views(names, group[-1].last_seq), inet)
+        before = self._plan(self._views(names, group[0].seq - 1), inet)
+        now = self._plan({v: view_of(state, v) for v in names}, inet)
         # look only where the change is: a new subnet does not need every other namespace of
         # its VPC dumped (drift elsewhere is what `repair` is for)
         where = changed_namespaces(before, target, now)
