@@ -1,0 +1,77 @@
+"""The worker is started by the wake message, not only by its poll (real Redis, no kernel)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from arq import Retry
+from arq.worker import func
+
+from vpcq.events.connection import connect, job_dumps, job_loads
+from vpcq.events.jobs import RECONCILE, JobQueue
+from vpcq.workers.settings import Worker
+
+
+def _worker(redis, started: dict[str, float], retry_first: float = 0) -> Worker:
+    async def reconcile(ctx, vpc, repair=False):
+        if retry_first and ctx["job_try"] == 1:
+            raise Retry(defer=retry_first)  # as a job does when another worker holds the VPC
+        started[vpc] = time.monotonic()
+
+    w = Worker(functions=[func(reconcile, name=RECONCILE)], redis_pool=redis,
+               queue_name=redis.default_queue_name, handle_signals=False, keep_result=0,
+               job_serializer=job_dumps, job_deserializer=job_loads)
+    w.IDLE_POLL = 30.0  # without the wake message a job would wait this long
+    return w
+
+
+async def _idle(worker: Worker) -> None:
+    deadline = time.monotonic() + 5
+    while worker._busy or worker._listener is None:
+        assert time.monotonic() < deadline, "the worker never went idle"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # now waiting on the wake channel
+
+
+def test_a_queued_job_starts_at_once_on_an_idle_worker(redis_url):
+    async def go():
+        redis = await connect(redis_url)
+        started: dict[str, float] = {}
+        worker = _worker(redis, started)
+        task = asyncio.create_task(worker.async_run())
+        try:
+            await _idle(worker)
+            t0 = time.monotonic()
+            await JobQueue(redis).reconcile(["a"], 1)
+            while "a" not in started:
+                assert time.monotonic() - t0 < 5, "the job waited for the poll"
+                await asyncio.sleep(0.005)
+            return started["a"] - t0
+        finally:
+            task.cancel()
+            await worker.close()
+
+    assert asyncio.run(go()) < 5
+
+
+def test_a_retried_job_starts_when_due_though_nothing_is_published(redis_url):
+    async def go():
+        redis = await connect(redis_url)
+        started: dict[str, float] = {}
+        worker = _worker(redis, started, retry_first=0.4)
+        task = asyncio.create_task(worker.async_run())
+        try:
+            await _idle(worker)
+            t0 = time.monotonic()
+            await JobQueue(redis).reconcile(["b"], 1)  # runs at once, asks to be retried in 0.4 s
+            while "b" not in started:
+                assert time.monotonic() - t0 < 5, "the retried job waited for the idle poll"
+                await asyncio.sleep(0.005)
+            return started["b"] - t0
+        finally:
+            task.cancel()
+            await worker.close()
+
+    took = asyncio.run(go())
+    assert 0.35 < took < 5
