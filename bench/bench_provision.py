@@ -91,6 +91,14 @@ class Instance:
             raise RuntimeError(f"{len(failed)} commands failed, e.g. {failed[0]}")
         return took
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of all workers so far."""
+        total = 0
+        for w in self.workers:
+            fields = Path(f"/proc/{w.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+        return total / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> list[float]:
         out = []
         for w in self.workers:
@@ -275,6 +283,11 @@ def main() -> None:
                  "goal < 200 ms")
             asyncio.run(inst.run([{"kind": "cleanup"}]))
             quiesce(tok, baseline)
+            cpu = inst.cpu_seconds()
+            time.sleep(10)
+            line("idle worker CPU (10 s, nothing queued)",
+                 f"{(inst.cpu_seconds() - cpu) / 10 * 100:.1f}% of a core",
+                 "woken by a message when a job is queued")
 
             idle = inst.rss_mb()[0]
             big = topology(tok, 250, 4)

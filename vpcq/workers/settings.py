@@ -96,8 +96,9 @@ class Worker(ArqWorker):
     arq finds jobs by polling its queue; polling every 20 ms cost an idle worker about 4% of
     a core on the project's machine, and a new job waited 10 ms on average. JobQueue
     publishes on the queue's wake channel after it enqueues: an idle worker waits for that
-    (at most IDLE_POLL, or until the earliest deferred job is due), and a busy one polls
-    every BUSY_POLL as before. A lost message costs latency, never a job.
+    (at most IDLE_POLL, or until the earliest deferred job is due); a busy one polls every
+    BUSY_POLL as before, and at once when one of its jobs finishes. A lost message costs
+    latency, never a job.
     """
 
     BUSY_POLL = 0.02
@@ -112,15 +113,17 @@ class Worker(ArqWorker):
     async def _poll_iteration(self) -> None:
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen())
-        if self._busy:
-            await asyncio.sleep(self.BUSY_POLL)
-        else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), await self._idle_wait())
-        self._woken.clear()  # a message from now on means another poll
+        wait = self.BUSY_POLL if self._busy else await self._idle_wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), wait)
+        self._woken.clear()  # a message or a finished job from now on means another poll
         started = self._jobs_started()
         await super()._poll_iteration()
         self._busy = self.job_counter > 0 or self._jobs_started() != started
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._woken.set()  # a slot is free: take the next queued job now
 
     async def _idle_wait(self) -> float:
         """Seconds until the earliest queued job is due (a Retry's defer), at most IDLE_POLL."""
