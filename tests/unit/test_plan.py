@@ -9,9 +9,11 @@ import pytest
 
 from vpcq.events.commands import parse_firewall
 from vpcq.orchestrator import rules
-from vpcq.orchestrator.diff import diff
+from vpcq.orchestrator.diff import diff, fuse
 from vpcq.orchestrator.state import view_of
-from vpcq.orchestrator.topology import App, HostChain, Netns, Route, Rules, Veth, plan
+from vpcq.orchestrator.topology import (
+    App, Bridge, HostChain, LinkState, Netns, Route, Rules, Veth, plan,
+)  # fmt: skip
 
 from .core import cmd, given
 
@@ -124,6 +126,32 @@ def test_diff_to_nothing_deletes_namespaces_apps_and_host_chains_only():
     assert isinstance(steps[0].resource, App)
     assert all(s.op == "delete" for s in steps)
     assert isinstance(steps[-1].resource, Netns)
+
+
+def test_fuse_creates_each_new_link_up_and_in_its_bridge_in_one_step():
+    t = _plan()
+    steps = diff(t, {})
+    fused = fuse(steps)
+    # every created bridge and veth end that is wanted up carries its state, and its own
+    # LinkState step is gone; the peer ends and everything else are untouched, in order
+    links = [s for s in steps if isinstance(s.resource, Veth | Bridge)]
+    assert links and all(s.state == t[("linkstate", s.resource.ns, s.resource.name)]
+                         for s in fused if isinstance(s.resource, Veth | Bridge))
+    taken = {("linkstate", s.resource.ns, s.resource.name) for s in links}
+    rest = [s for s in steps if not isinstance(s.resource, Veth | Bridge)
+            and s.resource.key not in taken]
+    assert [s for s in fused if not isinstance(s.resource, Veth | Bridge)] == rest
+    assert len(fused) == len(steps) - len(links)
+    veth = next(s for s in fused if isinstance(s.resource, Veth) and s.state and s.state.master)
+    assert veth.describe().endswith(f"(up, master {veth.state.master})")
+
+
+def test_fuse_leaves_a_link_that_already_exists_to_its_state_step():
+    t = _plan()
+    have = {k: r for k, r in t.items() if not isinstance(r, LinkState)}
+    steps = diff(t, have)  # every link is there, none is up
+    assert steps and all(isinstance(s.resource, LinkState) for s in steps)
+    assert fuse(steps) == steps
 
 
 def test_changed_rules_are_updated_in_place():

@@ -29,6 +29,8 @@ Op = Literal["create", "delete", "update"]
 class Step:
     op: Op
     resource: Resource
+    # the new link's own state, set by the request that creates it (see `fuse`)
+    state: LinkState | None = None
 
     def describe(self) -> str:
         """One line: `create veth vs-1a2b3c in vpcq_my-vpc`, `delete netns my-vpc-db`."""
@@ -38,7 +40,10 @@ class Step:
             return f"{self.op} netns {r.name}"
         where = r.ns or "host"
         name = " ".join(str(k) for k in r.key[1:] if k is not None and k != r.ns)
-        return f"{self.op} {kind}{' ' + name if name else ''} in {where}"
+        extra = ""
+        if self.state is not None:
+            extra = " (up" + (f", master {self.state.master})" if self.state.master else ")")
+        return f"{self.op} {kind}{' ' + name if name else ''} in {where}{extra}"
 
 
 def diff(desired: Topology, actual: Topology) -> list[Step]:
@@ -69,6 +74,26 @@ def diff(desired: Topology, actual: Topology) -> list[Step]:
     deletes.sort(key=lambda s: -s.resource.rank)
     ups.sort(key=lambda s: s.resource.rank)
     return deletes + ups
+
+
+def fuse(steps: list[Step]) -> list[Step]:
+    """Steps to apply: a link created up (and in its bridge) by one request, as `ip link add
+    vs-1 master vb-1 up type veth ...` does, instead of a create and then a set. The link
+    state steps it absorbs are dropped; the order of the others is kept. Pure."""
+    states = {s.resource.key: s.resource for s in steps
+              if s.op != "delete" and isinstance(s.resource, LinkState) and s.resource.up}
+    fused: set[tuple[str | None, ...]] = set()
+    out: list[Step] = []
+    for s in steps:
+        r = s.resource
+        if s.op == "create" and isinstance(r, Veth | Bridge):
+            st = states.get(("linkstate", r.ns, r.name))
+            if st is not None:
+                fused.add(st.key)
+                s = Step(s.op, r, st)
+        out.append(s)
+    return [s for s in out if not (isinstance(s.resource, LinkState) and s.resource.key in fused
+                                   and s.op != "delete")]
 
 
 def _updatable(r: Resource) -> bool:

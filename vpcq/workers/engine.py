@@ -22,7 +22,7 @@ from vpcq.errors import ConcurrencyError, KernelError
 from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, DriftRepaired, Envelope
 from vpcq.events.store import EventStore
-from vpcq.orchestrator.diff import Step, diff
+from vpcq.orchestrator.diff import Step, diff, fuse
 from vpcq.orchestrator.failure import fail
 from vpcq.orchestrator.service import utc_now
 from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
@@ -180,7 +180,7 @@ class Engine:
         async with self.locks.hold(names):
             desired, scope = await self._target(names, None)
             actual = await self.kernel.observe(scope, desired, all_rules=True)
-            steps = diff(desired, actual)
+            steps = fuse(diff(desired, actual))
             errors: list[str] = []
             for step in steps:
                 try:
@@ -275,7 +275,7 @@ class Engine:
         actual = await self.kernel.observe(scope, desired)
         if where is not None:
             actual = narrow(actual, where)  # what lies outside the change is not its business
-        steps = diff(desired, actual)
+        steps = fuse(diff(desired, actual))
         t1 = time.perf_counter()
         fault = Fault.from_env() if inject else None
         spent: dict[str, float] = {}

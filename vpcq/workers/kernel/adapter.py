@@ -265,12 +265,17 @@ class Kernel:
             case Sysctl():
                 netns.run_in(r.ns, lambda: _write_sysctl(r.name, r.value))
             case Bridge():
-                await (self.nl.delete_link(r.ns, r.name) if delete else self.nl.add_bridge(r.ns, r.name))
+                if delete:
+                    await self.nl.delete_link(r.ns, r.name)
+                else:
+                    await self.nl.add_bridge(r.ns, r.name, up=step.state is not None)
             case Veth():
                 if delete:
                     await self.nl.delete_link(r.ns, r.name)
                 else:
-                    await self.nl.add_veth(r.ns, r.name, r.peer_ns, r.peer_name)
+                    st = step.state
+                    await self.nl.add_veth(r.ns, r.name, r.peer_ns, r.peer_name, st is not None,
+                                           st.master if st is not None else None)
             case LinkState():
                 if not delete:
                     await self.nl.set_link(r.ns, r.name, r.master)

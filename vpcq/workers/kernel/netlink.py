@@ -210,23 +210,42 @@ class Netlink:
         self._index.setdefault(ns, {})[name] = found[0]
         return found[0]
 
-    async def add_bridge(self, ns: str | None, name: str) -> None:
+    async def add_bridge(self, ns: str | None, name: str, up: bool = False) -> None:
+        """A bridge; with `up`, created up (one request). One that exists is set up."""
         ipr = await self.conn(ns)
-        await self._call("add", f"bridge {name}", ns, ipr.link("add", ifname=name, kind="bridge"),
-                         {errno.EEXIST})
+        spec: dict[str, Any] = {"state": "up"} if up else {}
+        code = await self._call("add", f"bridge {name}", ns,
+                                ipr.link("add", ifname=name, kind="bridge", **spec), {errno.EEXIST})
+        if code and up:
+            await self.set_link(ns, name, None)
 
-    async def add_veth(self, ns: str | None, name: str, peer_ns: str, peer: str) -> None:
+    async def add_veth(
+        self, ns: str | None, name: str, peer_ns: str, peer: str, up: bool = False,
+        master: str | None = None,
+    ) -> None:
+        """A veth pair; with `up`, its first end is created up and in bridge `master` (one
+        request). A pair that exists is set so."""
         ipr = await self.conn(ns)
         spec: dict[str, Any] = {"ifname": peer}
         if ns != peer_ns:
             spec["net_ns_fd"] = peer_ns
+        own: dict[str, Any] = {}
+        if up:
+            own["state"] = "up"
+            if master is not None:
+                own["master"] = await self.index(ns, master)
         code = await self._call("add", f"veth {name}", ns,
-                                ipr.link("add", ifname=name, kind="veth", peer=spec), {errno.EEXIST})
+                                ipr.link("add", ifname=name, kind="veth", peer=spec, **own),
+                                {errno.EEXIST})
+        if not code:
+            return
         # "exists" is success only if it is the pair: an end whose namespace was just removed
         # lingers until the kernel has torn it down, and must not pass for the new pair
-        if code and not (await self.exists(ns, name) and await self.exists(peer_ns, peer)):
+        if not (await self.exists(ns, name) and await self.exists(peer_ns, peer)):
             raise KernelError("add", f"veth {name} in {ns or 'host'}",
                               f"an old {name} or {peer} is still being torn down", transient=True)
+        if up:
+            await self.set_link(ns, name, master)
 
     async def delete_link(self, ns: str | None, name: str) -> None:
         ipr = await self.conn(ns)
