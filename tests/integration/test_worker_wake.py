@@ -81,3 +81,35 @@ def test_a_retried_job_starts_when_due_though_nothing_is_published(redis_url):
 
     took = asyncio.run(go())
     assert 0.35 < took < 5
+
+
+def test_a_due_job_held_elsewhere_is_polled_for_not_spun_on(redis_url):
+    async def go():
+        redis = await connect(redis_url)
+        started: dict[str, float] = {}
+        worker = _worker(redis, started)
+        polls = 0
+        poll = worker._poll_iteration
+
+        async def counted():
+            nonlocal polls
+            polls += 1
+            await poll()
+
+        worker._poll_iteration = counted  # type: ignore[method-assign]
+        # a job another worker is running: queued and due, but arq will not start it here
+        await redis.set("arq:in-progress:held", b"1", px=60_000)
+        await redis.enqueue_job(RECONCILE, "c", _job_id="held")
+        task = asyncio.create_task(worker.async_run())
+        try:
+            await asyncio.sleep(0.5)
+            before = polls
+            await asyncio.sleep(1.0)
+            return polls - before, started
+        finally:
+            await redis.delete("arq:in-progress:held")
+            await _stop(worker, task)
+
+    polls, started = asyncio.run(go())
+    assert "c" not in started
+    assert 10 <= polls <= 1 / Worker.BUSY_POLL * 1.5, polls  # polled at the busy pace

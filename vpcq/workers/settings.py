@@ -126,12 +126,14 @@ class Worker(ArqWorker):
         self._woken.set()  # a slot is free: take the next queued job now
 
     async def _idle_wait(self) -> float:
-        """Seconds until the earliest queued job is due (a Retry's defer), at most IDLE_POLL."""
+        """Seconds until the earliest queued job is due (a Retry's defer), at most IDLE_POLL.
+        A job already due that the last poll did not start (arq skips one that another
+        worker holds) is polled for at the busy pace, never in a tight loop."""
         first = await self.pool.zrange(self.queue_name, 0, 0, withscores=True)
         if not first:
             return self.IDLE_POLL
         due = float(first[0][1]) / 1000 - time.time()
-        return min(max(due, 0.0), self.IDLE_POLL)
+        return min(max(due, self.BUSY_POLL), self.IDLE_POLL)
 
     async def _listen(self) -> None:
         channel = wake_channel(self.queue_name)
