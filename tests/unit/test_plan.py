@@ -12,7 +12,15 @@ from vpcq.orchestrator import rules
 from vpcq.orchestrator.diff import diff, fuse
 from vpcq.orchestrator.state import view_of
 from vpcq.orchestrator.topology import (
-    App, Bridge, HostChain, LinkState, Netns, Route, Rules, Veth, plan,
+    App,
+    Bridge,
+    HostChain,
+    LinkState,
+    Netns,
+    Route,
+    Rules,
+    Veth,
+    plan,
 )  # fmt: skip
 
 from .core import cmd, given
