@@ -303,7 +303,7 @@ class Commit(Frozen):
     """
 
     # Stored under one-letter keys: a replay parses every commit's header, and JSON parsing
-    # costs by the byte (the keys were a fifth of the log).
+    # costs by the byte (the full names were 13% of the bytes of a 100k-event log).
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     seq: int = Field(0, alias="s")  # the first event's sequence number

@@ -115,9 +115,8 @@ def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Commit:
     data = fields.get(b"c")
     if data is not None:
         return decode(data)
-    seq = _seq(entry_id)
-    (commit,) = commits_of([decode_envelope(seq, fields[b"e"])])
-    return commit.model_copy(update={"seq": seq})
+    (commit,) = commits_of([decode_envelope(_seq(entry_id), fields[b"e"])])
+    return commit
 
 
 class EventStore:
