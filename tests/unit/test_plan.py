@@ -156,10 +156,16 @@ def test_fuse_creates_each_new_link_up_and_in_its_bridge_in_one_step():
 
 def test_fuse_leaves_a_link_that_already_exists_to_its_state_step():
     t = _plan()
-    have = {k: r for k, r in t.items() if not isinstance(r, LinkState)}
-    steps = diff(t, have)  # every link is there, none is up
-    assert steps and all(isinstance(s.resource, LinkState) for s in steps)
-    assert fuse(steps) == steps
+    bridge = next(r for r in t.values() if isinstance(r, Bridge))
+    # every link is there but one bridge, and none is up: only the new bridge is fused
+    have = {k: r for k, r in t.items() if not isinstance(r, LinkState) and r != bridge}
+    steps = diff(t, have)
+    fused = fuse(steps)
+    own = ("linkstate", bridge.ns, bridge.name)
+    assert [s.state for s in fused if s.resource == bridge] == [t[own]]
+    assert [s for s in fused if s.resource != bridge] == [s for s in steps
+                                                          if s.resource not in (bridge, t[own])]
+    assert any(isinstance(s.resource, LinkState) for s in fused)  # the other links' states stay
 
 
 def test_changed_rules_are_updated_in_place():
