@@ -23,9 +23,9 @@ def test_rules_are_read_again_only_after_a_change(net: Net, monkeypatch: pytest.
     saves: list[str | None] = []
     real_save = iptables.save
 
-    def counting_save(where: str | None, table: str | None = None) -> str:
+    async def counting_save(where: str | None, table: str | None = None) -> str:
         saves.append(where)
-        return real_save(where, table)
+        return await real_save(where, table)
 
     monkeypatch.setattr(iptables, "save", counting_save)
     kernel = Kernel(net.home / "apps", net.home / "run" / "host-rules.lock")

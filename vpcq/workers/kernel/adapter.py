@@ -8,7 +8,7 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,7 +135,7 @@ class Kernel:
             else:
                 by_ns.setdefault(where, []).append(name)
         for where, names in by_ns.items():  # one thread into the namespace reads them all
-            values = netns.run_in(where, lambda n=names: [_read_sysctl(x) for x in n])  # type: ignore[misc]
+            values = await netns.arun_in(where, lambda n=names: [_read_sysctl(x) for x in n])  # type: ignore[misc]
             for name, value in zip(names, values, strict=True):
                 if value is not None:
                     _put(out, Sysctl(where, name, value))
@@ -144,29 +144,29 @@ class Kernel:
             if not all_rules and ("rules", sub_ns) in scope.trusted and isinstance(want, Rules):
                 _put(out, want)
             elif all_rules or sub_ns in scope.rules_ns:
-                _put(out, Rules(sub_ns, self._rules(sub_ns)))
+                _put(out, Rules(sub_ns, await self._rules(sub_ns)))
             elif isinstance(want, Rules) and want.text == EMPTY_FILTER:
                 _put(out, want)  # nothing to read: vpcq never put rules there
             app = self.apps.observe(sub_ns)
             if app is not None:
                 _put(out, App(sub_ns, app.port, app.vpc, app.subnet))
         if scope.host_chains:
-            self._host_chains(out, scope.host_chains)
+            await self._host_chains(out, scope.host_chains)
         self._veths_seen = [r for r in out.values() if isinstance(r, Veth)]
         return out
 
-    def _rules(self, ns: str) -> str:
+    async def _rules(self, ns: str) -> str:
         """The namespace's rules as `iptables-save` prints them. Read again only when the
         nftables generation of the namespace moved since the last read (any rule change,
         by vpcq or by hand, moves it): a warm no-op reconcile forks no iptables-save."""
         gen = self.nl.generation(ns) if iptables.nft_backend() else None
         if gen is None:
-            return iptables.save(ns) or EMPTY_FILTER
+            return await iptables.save(ns) or EMPTY_FILTER
         seen = (netns.inode(ns), gen)  # a namespace made again starts a new generation count
         cached = self._rules_seen.get(ns)
         if cached is not None and cached[0] == seen:
             return cached[1]
-        text = iptables.save(ns) or EMPTY_FILTER
+        text = await iptables.save(ns) or EMPTY_FILTER
         if self.nl.generation(ns) == gen:  # nothing changed while it was read
             self._rules_seen[ns] = (seen, text)
         return text
@@ -218,8 +218,8 @@ class Kernel:
                 if li.kind == "veth" and (ns, li.name) not in covered:
                     _put(out, Veth(ns, li.name, UNKNOWN, UNKNOWN))  # broken or not wanted
 
-    def _host_chains(self, out: Topology, chains: set[str]) -> None:
-        text = iptables.save(None)
+    async def _host_chains(self, out: Topology, chains: set[str]) -> None:
+        text = await iptables.save(None)
         table = ""
         body: dict[tuple[str, str], list[str]] = {}
         jumps: dict[str, set[str]] = {c: set() for c in chains}
@@ -261,9 +261,9 @@ class Kernel:
                     self._dying += [(v.peer_ns, v.peer_name) if v.ns == r.name else (v.ns, v.name)
                                     for v in self._veths_seen if r.name in (v.ns, v.peer_ns)]
                 else:
-                    netns.create(r.name)
+                    await netns.acreate(r.name)
             case Sysctl():
-                netns.run_in(r.ns, lambda: _write_sysctl(r.name, r.value))
+                await netns.arun_in(r.ns, lambda: _write_sysctl(r.name, r.value))
             case Bridge():
                 if delete:
                     await self.nl.delete_link(r.ns, r.name)
@@ -290,31 +290,31 @@ class Kernel:
                 else:
                     await self.nl.replace_route(r.ns, r.dst, r.gateway, r.dev)
             case Rules():
-                iptables.restore(r.ns, EMPTY_FILTER if delete else r.text)
+                await iptables.restore(r.ns, EMPTY_FILTER if delete else r.text)
             case HostChain():
-                self._apply_host_chain(r, delete)
+                await self._apply_host_chain(r, delete)
             case App():
                 if delete:
                     self.apps.stop(r.ns)
                 else:
                     self.apps.stop(r.ns)  # a stale or different app goes first
-                    self.apps.start(r.ns, r.port, r.vpc, r.subnet)
+                    await self.apps.start(r.ns, r.port, r.vpc, r.subnet)
 
-    def _apply_host_chain(self, r: HostChain, delete: bool) -> None:
+    async def _apply_host_chain(self, r: HostChain, delete: bool) -> None:
         if delete:
             # read, delete and drop emptied tables under the lock: two workers tearing down
             # the last two VPCs at once must not both try to remove the same table
-            with _host_rules_lock(self._lock_path):
-                teardown = chain_teardown(iptables.save(None), r.chain)
+            async with _host_rules_lock(self._lock_path):
+                teardown = chain_teardown(await iptables.save(None), r.chain)
                 if teardown:
-                    iptables.restore(None, teardown, noflush=True)
-                iptables.drop_owned_tables(None, OWNED)
+                    await iptables.restore(None, teardown, noflush=True)
+                await iptables.drop_owned_tables(None, OWNED)
             return
         # the jump rules sit in one block, sorted by chain, so the host's tables are a function
         # of the log and not of the order in which VPCs were made, rolled back or restored;
         # the positions are read and used under a lock shared by this host's workers
-        with _host_rules_lock(self._lock_path):
-            text = iptables.save(None)
+        async with _host_rules_lock(self._lock_path):
+            text = await iptables.save(None)
             tables = {ln[1:] for ln in text.splitlines() if ln.startswith("*")}
             doc = []
             for table in ("filter", "nat"):
@@ -328,7 +328,7 @@ class Kernel:
                     doc += [f"-I {chain} {pos} {rest}"
                             for pos, rest in jump_inserts(chain_rules(text, table, chain), new)]
                 doc.append("COMMIT")
-            iptables.restore(None, "\n".join(doc) + "\n", noflush=True)
+            await iptables.restore(None, "\n".join(doc) + "\n", noflush=True)
 
 
 _JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+)$")
@@ -395,11 +395,18 @@ def jump_inserts(rules: list[str], new: list[str]) -> list[tuple[int, str]]:
     return out
 
 
-@contextlib.contextmanager
-def _host_rules_lock(path: Path) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def _host_rules_lock(path: Path) -> AsyncIterator[None]:
+    """The host-rules lock file, taken without blocking the event loop (tried again every
+    5 ms: it is held for one iptables-save and one restore)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
         try:
             yield
         finally:

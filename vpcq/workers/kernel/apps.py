@@ -44,7 +44,7 @@ class Apps:
             return None
         return RunningApp(ns, pid, int(meta["port"]), meta["vpc"], meta["subnet"])
 
-    def start(self, ns: str, port: int, vpc: str, subnet: str) -> None:
+    async def start(self, ns: str, port: int, vpc: str, subnet: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable, "-m", MARKER, "--vpc", vpc, "--subnet", subnet,
@@ -57,7 +57,7 @@ class Apps:
                                   stdin=subprocess.DEVNULL)
 
         try:
-            p = netns.run_in(ns, spawn)
+            p = await netns.arun_in(ns, spawn)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise KernelError("start", f"app :{port} in {ns}", str(e)) from e
         words = p.stdout.split()

@@ -1,0 +1,58 @@
+"""Namespace calls run on a pool of long-lived threads; none runs in the wrong namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.kernel.conftest import Net
+from vpcq.workers.kernel import netns
+
+pytestmark = pytest.mark.kernel
+
+
+def _ns_here() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def test_calls_run_where_they_are_asked_to(net: Net):
+    host = netns.inode(net.host)
+    mine = os.stat("/proc/self/ns/net").st_ino
+    assert host != mine
+    for _ in range(20):  # the same threads go back and forth
+        assert netns.run_in(net.host, _ns_here) == host
+        assert netns.run_in(None, _ns_here) == mine
+    assert asyncio.run(netns.arun_in(net.host, _ns_here)) == host
+
+
+def test_a_thread_left_in_another_namespace_goes_home_before_its_next_call(net: Net):
+    """If a thread's setns back fails (`_back` records it), its next call still runs in the
+    process's own namespace. Every pool thread is made to stray at once (a barrier keeps
+    them all busy), so the calls after it land on strayed threads whichever they get."""
+    n = netns._threads()._max_workers
+    mine = os.stat("/proc/self/ns/net").st_ino
+    strays, homes = threading.Barrier(n), threading.Barrier(n)
+
+    def stray() -> int:
+        fd = os.open(netns.path(net.host), os.O_RDONLY)
+        try:
+            netns._check(netns._libc.setns(fd, netns.CLONE_NEWNET), "setns")
+        finally:
+            os.close(fd)
+        netns._strayed.ns = net.host  # what `_back` records when the setns back fails
+        strays.wait(10)
+        return _ns_here()
+
+    def where() -> int:
+        homes.wait(10)
+        return _ns_here()
+
+    with ThreadPoolExecutor(n) as callers:
+        strayed = list(callers.map(lambda _: netns._in_thread(stray), range(n)))
+        assert strayed == [netns.inode(net.host)] * n
+        back = list(callers.map(lambda _: netns.run_in(None, where), range(n)))
+    assert back == [mine] * n
