@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+import sys
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.kernel.conftest import Net
 from tests.kernel.scenarios import FIREWALL, two_vpcs
 from vpcq.workers.kernel import iptables
@@ -46,3 +49,21 @@ def test_rules_are_read_again_only_after_a_change(net: Net, monkeypatch: pytest.
         assert rules() == changed and saves == [ns, ns]
     finally:
         kernel.close()
+
+
+def test_host_rules_are_read_once_per_change(net: Net):
+    """A new VPC's host chain is written from the read its observation made; a changed
+    table is read again. Runs in a child that plays the host in the test's namespace."""
+    p = subprocess.run(
+        [sys.executable, "-m", "tests.kernel.host_rules_reads", net.host, str(net.home)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {
+        "observe": 1,
+        "create the chain": 0,  # the observation's read: no rule changed since
+        "observe after it": 1,  # the chain moved the generation
+        "observe again": 0,
+        "delete the chain": 1,  # the teardown reuses the read; the table cleanup reads again
+        "host reads only": 1,
+    }

@@ -78,8 +78,8 @@ class Kernel:
         self.apps = Apps(apps_dir)
         self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
         self._dying: list[tuple[str | None, str]] = []  # far ends of removed namespaces' veths
-        # ns -> ((nsfs inode, nft generation), rules as last read)
-        self._rules_seen: dict[str, tuple[tuple[int | None, int], str]] = {}
+        # ns (None: the host) -> ((nsfs inode, nft generation), rules as last read)
+        self._rules_seen: dict[str | None, tuple[tuple[int | None, int], str]] = {}
 
     def close(self) -> None:
         self.nl.close()
@@ -156,17 +156,23 @@ class Kernel:
         return out
 
     async def _rules(self, ns: str) -> str:
-        """The namespace's rules as `iptables-save` prints them. Read again only when the
-        nftables generation of the namespace moved since the last read (any rule change,
-        by vpcq or by hand, moves it): a warm no-op reconcile forks no iptables-save."""
+        """A vpcq namespace's rules as `iptables-save` prints them."""
+        return await self._saved(ns) or EMPTY_FILTER
+
+    async def _saved(self, ns: str | None) -> str:
+        """`iptables-save` of a namespace (None: the host). Read again only when the
+        namespace's nftables generation moved since the last read (any rule change, by vpcq
+        or by hand, moves it): a warm no-op reconcile forks no iptables-save, and a new
+        VPC's host chain is written from the read its observation made."""
         gen = self.nl.generation(ns) if iptables.nft_backend() else None
         if gen is None:
-            return await iptables.save(ns) or EMPTY_FILTER
-        seen = (netns.inode(ns), gen)  # a namespace made again starts a new generation count
+            return await iptables.save(ns)
+        # a namespace made again starts a new generation count (the host's is never remade)
+        seen = (netns.inode(ns) if ns is not None else 0, gen)
         cached = self._rules_seen.get(ns)
         if cached is not None and cached[0] == seen:
             return cached[1]
-        text = await iptables.save(ns) or EMPTY_FILTER
+        text = await iptables.save(ns)
         if self.nl.generation(ns) == gen:  # nothing changed while it was read
             self._rules_seen[ns] = (seen, text)
         return text
@@ -219,7 +225,7 @@ class Kernel:
                     _put(out, Veth(ns, li.name, UNKNOWN, UNKNOWN))  # broken or not wanted
 
     async def _host_chains(self, out: Topology, chains: set[str]) -> None:
-        text = await iptables.save(None)
+        text = await self._saved(None)
         table = ""
         body: dict[tuple[str, str], list[str]] = {}
         jumps: dict[str, set[str]] = {c: set() for c in chains}
@@ -305,7 +311,7 @@ class Kernel:
             # read, delete and drop emptied tables under the lock: two workers tearing down
             # the last two VPCs at once must not both try to remove the same table
             async with _host_rules_lock(self._lock_path):
-                teardown = chain_teardown(await iptables.save(None), r.chain)
+                teardown = chain_teardown(await self._saved(None), r.chain)
                 if teardown:
                     await iptables.restore(None, teardown, noflush=True)
                 await iptables.drop_owned_tables(None, OWNED)
@@ -314,7 +320,7 @@ class Kernel:
         # of the log and not of the order in which VPCs were made, rolled back or restored;
         # the positions are read and used under a lock shared by this host's workers
         async with _host_rules_lock(self._lock_path):
-            text = await iptables.save(None)
+            text = await self._saved(None)  # what observe read, unless a rule changed since
             tables = {ln[1:] for ln in text.splitlines() if ln.startswith("*")}
             doc = []
             for table in ("filter", "nat"):
