@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.kernel.conftest import Net
-from vpcq.workers.kernel import netns
+from vpcq.workers.kernel import netns, probe
 
 pytestmark = pytest.mark.kernel
 
@@ -56,3 +56,18 @@ def test_a_thread_left_in_another_namespace_goes_home_before_its_next_call(net: 
         assert strayed == [netns.inode(net.host)] * n
         back = list(callers.map(lambda _: netns.run_in(None, where), range(n)))
     assert back == [mine] * n
+
+
+def test_a_new_namespace_has_no_ipv6_on_links_made_in_it_later(net: Net):
+    ns = net.name("v6")
+    netns.create(ns)
+    try:
+        probe.save(net.host, "ip", "link", "add", net.name("v6x"), "type", "veth", "peer", "name",
+                   "eth0", "netns", ns)
+        probe.save(ns, "ip", "link", "set", "eth0", "up")
+        conf = {c: probe.save(ns, "cat", f"/proc/sys/net/ipv6/conf/{c}/disable_ipv6").strip()
+                for c in ("all", "default", "lo", "eth0")}
+        assert conf == dict.fromkeys(conf, "1")
+        assert probe.save(ns, "ip", "-6", "-o", "addr", "show") == ""
+    finally:
+        netns.remove(ns)
