@@ -301,9 +301,9 @@ class Kernel:
                 await self._apply_host_chain(r, delete)
             case App():
                 if delete:
-                    self.apps.stop(r.ns)
+                    await self.apps.stop(r.ns)
                 else:
-                    self.apps.stop(r.ns)  # a stale or different app goes first
+                    await self.apps.stop(r.ns)  # a stale or different app goes first
                     await self.apps.start(r.ns, r.port, r.vpc, r.subnet)
 
     async def _apply_host_chain(self, r: HostChain, delete: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -67,10 +68,10 @@ class Apps:
         meta = {"pid": int(words[1]), "port": port, "vpc": vpc, "subnet": subnet}
         self._pidfile(ns).write_text(json.dumps(meta))
 
-    def stop(self, ns: str) -> None:
+    async def stop(self, ns: str) -> None:
         app = self.observe(ns)
         if app is not None:
-            _terminate(app.pid)
+            await _terminate(app.pid)
         self._pidfile(ns).unlink(missing_ok=True)
 
 
@@ -90,7 +91,8 @@ def _is_app_in(pid: int, ns: str) -> bool:
     return MARKER.encode() in cmdline and _state(pid) != "Z" and ino == netns.inode(ns)
 
 
-def _terminate(pid: int, timeout: float = 3.0) -> None:
+async def _terminate(pid: int, timeout: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout`; the event loop goes on meanwhile."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -99,7 +101,7 @@ def _terminate(pid: int, timeout: float = 3.0) -> None:
     while time.monotonic() < deadline:
         if _state(pid) in (None, "Z"):  # gone, or dead and waiting for init to reap it
             return
-        time.sleep(0.005)
+        await asyncio.sleep(0.005)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
