@@ -1,0 +1,70 @@
+"""Waits in the kernel adapter leave the worker's event loop free for its other jobs: an app
+that ignores SIGTERM, and the host-rules lock held by another worker."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+
+from vpcq.workers.kernel.adapter import _host_rules_lock
+from vpcq.workers.kernel.apps import _terminate
+
+
+async def _ticks_during(work: Awaitable[None]) -> tuple[int, float]:
+    """How often a 10 ms ticker ran while `work` was awaited, and how long that took."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    t0 = time.monotonic()
+    try:
+        await work
+    finally:
+        task.cancel()
+    return ticks, time.monotonic() - t0
+
+
+def test_an_app_that_ignores_sigterm_is_killed_and_the_loop_runs_meanwhile():
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        ticks, took = asyncio.run(_ticks_during(_terminate(p.pid, timeout=0.5)))
+        assert p.wait(5) == -signal.SIGKILL
+        assert took >= 0.5
+        assert ticks >= 20  # about 50 in 0.5 s; a blocking wait gives 0
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_the_host_rules_lock_is_waited_for_without_blocking_the_loop(tmp_path: Path):
+    path = tmp_path / "host-rules.lock"
+
+    async def take() -> None:
+        async with _host_rules_lock(path):
+            pass
+
+    with open(path, "a") as held:  # another worker's open file: flock locks conflict
+        fcntl.flock(held, fcntl.LOCK_EX)
+        release = threading.Timer(0.3, lambda: fcntl.flock(held, fcntl.LOCK_UN))
+        release.start()
+        try:
+            ticks, took = asyncio.run(_ticks_during(take()))
+        finally:
+            release.join()
+    assert took >= 0.25  # it did wait for the other holder
+    assert ticks >= 10  # about 30 in 0.3 s; a blocking flock gives 0
