@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 from vpcq.orchestrator.diff import Step
@@ -33,9 +34,9 @@ async def main(home: Path) -> dict[str, int]:
     scope = Scope(host_chains={chain.chain})
     counts: dict[str, int] = {}
 
-    async def phase(name: str, coro: object) -> None:
+    async def phase(name: str, work: Awaitable[object]) -> None:
         before = len(saves)
-        await coro  # type: ignore[misc]
+        await work
         counts[name] = len(saves) - before
 
     try:
