@@ -1,4 +1,5 @@
-"""The lean rtnetlink dumps read the same links, addresses and routes as pyroute2 does."""
+"""The lean rtnetlink channel: its dumps read what pyroute2 reads, and the changes sent on
+it (encoded by pyroute2's message classes) are what pyroute2 then reads back."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pyroute2 import AsyncIPRoute
 
 from tests.kernel.conftest import Net
 from tests.kernel.scenarios import two_vpcs
+from vpcq.errors import KernelError
 from vpcq.workers.kernel import netns, rtnl
+from vpcq.workers.kernel.netlink import Netlink
 
 pytestmark = pytest.mark.kernel
 
@@ -40,7 +43,7 @@ def test_lean_dumps_agree_with_pyroute2(net: Net):
     net.start_worker()
     a, _b = two_vpcs(net)
     for ns in (f"vpcq_{a}", f"{a}-web", net.host):
-        d = rtnl.Dumper(netns.run_in(ns, rtnl.open_sockets))
+        d = rtnl.Channel(netns.run_in(ns, rtnl.open_sockets))
         try:
             links = {(m.index, m.name, m.flags, m.kind, m.master, m.link_netnsid) for m in d.links()}
             addrs = set(d.addrs4())
@@ -53,3 +56,62 @@ def test_lean_dumps_agree_with_pyroute2(net: Net):
         want = asyncio.run(pyroute2_view(ns))
         assert (links, addrs, routes) == want, ns
         assert len(links) >= 2 and addrs and routes, ns  # the scenario made things to compare
+
+
+def test_changes_are_what_pyroute2_reads_back(net: Net):
+    a, b = net.name("ra"), net.name("rb")
+    for ns in (a, b):
+        netns.create(ns)
+    nl = Netlink()
+
+    async def build() -> None:
+        await nl.add_bridge(a, "br0", up=True)
+        await nl.add_veth(a, "v0", b, "eth0", up=True, master="br0")
+        await nl.add_addr(a, "br0", "10.9.0.254", 24)
+        await nl.add_addr(b, "eth0", "10.9.0.1", 24)
+        await nl.set_link(b, "eth0", None)
+        await nl.set_link(b, "lo", None)
+        await nl.replace_route(b, "default", "10.9.0.254", "eth0")
+        await nl.replace_route(b, "10.8.0.0/16", "10.9.0.254", "eth0")
+
+    try:
+        asyncio.run(build())
+        asyncio.run(build())  # again: everything exists, and that is success
+        links_a, addrs_a, _ = asyncio.run(pyroute2_view(a))
+        links_b, addrs_b, routes_b = asyncio.run(pyroute2_view(b))
+        by_name = {li[1]: li for li in links_a}
+        eth0 = {li[1]: li for li in links_b}["eth0"]
+        assert by_name["br0"][3] == "bridge" and by_name["br0"][2] & 1
+        assert by_name["v0"][3] == "veth" and by_name["v0"][2] & 1
+        assert by_name["v0"][4] == by_name["br0"][0]  # in the bridge
+        assert eth0[3] == "veth" and eth0[2] & 1 and eth0[5] is not None  # peer made in b, up
+        assert (by_name["br0"][0], "10.9.0.254", 24) in addrs_a
+        assert (eth0[0], "10.9.0.1", 24) in addrs_b
+        assert ("default", "10.9.0.254", eth0[0]) in routes_b
+        assert ("10.8.0.0/16", "10.9.0.254", eth0[0]) in routes_b
+
+        async def tear_down() -> None:
+            await nl.del_route(b, "10.8.0.0/16")
+            await nl.delete_link(a, "br0")
+
+        asyncio.run(tear_down())
+        asyncio.run(tear_down())  # again: what is gone counts as deleted
+        links_a, _, _ = asyncio.run(pyroute2_view(a))
+        _, addrs_b, routes_b = asyncio.run(pyroute2_view(b))
+        assert "br0" not in {li[1] for li in links_a} and "v0" in {li[1] for li in links_a}
+        assert {r for r in routes_b if r[1]} == {("default", "10.9.0.254", eth0[0])}  # only it went
+        for _ in range(2):
+            asyncio.run(nl.del_addr(b, "eth0", "10.9.0.1", 24))
+        assert (eth0[0], "10.9.0.1", 24) not in asyncio.run(pyroute2_view(b))[1]
+
+        # a refusal names the object and carries the kernel's own reason (extended ack)
+        with pytest.raises(KernelError) as e:
+            asyncio.run(nl.replace_route(b, "10.7.0.0/16", "192.0.2.1", "eth0"))
+        assert str(e.value).startswith("set route 10.7.0.0/16 via 192.0.2.1 in ")
+        assert "gateway" in str(e.value).lower()  # "Nexthop has invalid gateway", not errno text
+        with pytest.raises(KernelError, match=r"No such file"):
+            asyncio.run(nl.add_veth(a, "v1", net.name("nosuch"), "eth1"))
+    finally:
+        nl.close()
+        for ns in (a, b):
+            netns.remove(ns)

@@ -1,11 +1,15 @@
-"""Lean rtnetlink dumps for observation: links, IPv4 addresses and IPv4 routes.
+"""One plain rtnetlink socket per namespace: lean dumps, lookups, and change requests.
 
 pyroute2 decodes every attribute of every message into Python objects (statistics, queue
 settings, af-specs...). A profile of the worker showed link dumps of a router namespace
 with many subnets taking most of an add-subnet's time, growing with the subnets. Observing
 needs a handful of attributes, so dumps are read here with `struct` from a plain netlink
-socket made inside the namespace, and only those attributes are kept. Changes still go
-through pyroute2 (netlink.py).
+socket made inside the namespace, and only those attributes are kept.
+
+Change requests are encoded by pyroute2's message classes (netlink.py) and sent here on
+the same socket. The kernel handles an rtnetlink request inside `send()`, so its
+acknowledgement is already queued when `send()` returns: a request is one send and one
+receive, with no event-loop round trip and no per-request machinery.
 
 The formats are the kernel's stable ABI: <linux/netlink.h>, <linux/rtnetlink.h>,
 <linux/if_link.h>, <linux/if_addr.h>.
@@ -21,8 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_DUMP_INTR = 0x10
+NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in an error: payload not echoed; TLVs follow
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
+NLMSGERR_ATTR_MSG = 1  # the kernel's own words on why a request failed
 RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
 
@@ -38,6 +45,7 @@ NFT_GETGEN, NFT_NEWGEN = (NFNL_SUBSYS_NFTABLES << 8) | 16, (NFNL_SUBSYS_NFTABLES
 NFTA_GEN_ID = 1
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+HEADER = _HDR.size
 _IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type, flags
@@ -59,13 +67,23 @@ class RawLink:
     link_netnsid: int | None
 
 
-class DumpError(OSError):
-    pass
+class RtnlError(OSError):
+    """A request the kernel refused (errno, and its extended-ack message if it gave one)."""
+
+
+_TIMEOUT = struct.pack("@ll", 10, 0)  # struct timeval: a reply never comes later than this
 
 
 def _open(proto: int) -> socket.socket:
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, proto)
     s.bind((0, 0))
+    # a lost reply becomes EAGAIN after the timeout, not a worker stuck in recv()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEOUT)
+    try:  # errors without our request echoed back, with the kernel's reason attached
+        s.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        s.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+    except OSError:
+        pass  # an older kernel: errors carry the errno only
     return s
 
 
@@ -80,9 +98,10 @@ def open_sockets() -> tuple[socket.socket, socket.socket | None]:
     return _open(socket.NETLINK_ROUTE), nf
 
 
-class Dumper:
-    """Synchronous dumps over one socket. A dump is a few hundred microseconds of kernel
-    work, read in one go, so it is done inline and never interleaves with another."""
+class Channel:
+    """Synchronous requests over one namespace's sockets. A dump is a few hundred
+    microseconds of kernel work and a change less, read in one go, so each is done inline
+    and never interleaves with another (a netlink socket serves one dump at a time)."""
 
     def __init__(self, socks: tuple[socket.socket, socket.socket | None]) -> None:
         self.sock, self.nf = socks
@@ -120,7 +139,7 @@ class Dumper:
         try:
             msgs, _ = self._request(RTM_GETLINK, NLM_F_REQUEST,
                                     _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nla)
-        except DumpError as e:
+        except RtnlError as e:
             if e.errno == errno.ENODEV:
                 return None
             raise
@@ -160,6 +179,11 @@ class Dumper:
                 out.append(("default" if dst is None else f"{dst}/{dst_len}", gw, oif))
         return out
 
+    def change(self, msg_type: int, flags: int, body: bytes) -> None:
+        """Send one change request (`body`: the message after its netlink header) and wait
+        for the kernel's acknowledgement; RtnlError if it refused."""
+        self._request(msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, body, reply=NLMSG_ERROR)
+
     def _dump(self, msg_type: int, body: bytes) -> list[tuple[bytes, int, int]]:
         """(buffer, body offset, message end) of each answer; retried if the dump was
         interrupted by a concurrent change (NLM_F_DUMP_INTR)."""
@@ -167,7 +191,7 @@ class Dumper:
             msgs, interrupted = self._request(msg_type, NLM_F_REQUEST | NLM_F_DUMP, body)
             if not interrupted:
                 return msgs
-        raise DumpError(errno.EAGAIN, "netlink dump kept being interrupted")
+        raise RtnlError(errno.EAGAIN, "netlink dump kept being interrupted")
 
     def _request(
         self, msg_type: int, flags: int, body: bytes, sock: socket.socket | None = None,
@@ -184,20 +208,21 @@ class Dumper:
         while True:
             n = sock.recv_into(self._buf, 0, socket.MSG_TRUNC)  # n: the real length
             if n > len(self._buf):
-                raise DumpError(errno.EMSGSIZE, f"netlink message of {n} bytes")
+                raise RtnlError(errno.EMSGSIZE, f"netlink message of {n} bytes")
             data = bytes(self._buf[:n])
             off = 0
             while off + _HDR.size <= n:
                 length, mtype, mflags, mseq, _pid = _HDR.unpack_from(data, off)
                 if length < _HDR.size or off + length > n:
-                    raise DumpError(errno.EPROTO, "truncated netlink message")
+                    raise RtnlError(errno.EPROTO, "truncated netlink message")
                 if mseq == seq:
                     if mtype == NLMSG_DONE:
                         return out, interrupted
                     if mtype == NLMSG_ERROR:
                         code = -_S32.unpack_from(data, off + _HDR.size)[0]
                         if code:
-                            raise DumpError(code, os.strerror(code))
+                            why = _ext_ack(data, off, off + length, mflags)
+                            raise RtnlError(code, why or os.strerror(code))
                         return out, interrupted
                     interrupted |= bool(mflags & NLM_F_DUMP_INTR)
                     if mtype == reply:
@@ -224,6 +249,19 @@ def _link(data: bytes, off: int, end: int) -> RawLink:
                 if t2 == IFLA_INFO_KIND:
                     kind = data[a2:b2].split(b"\0", 1)[0].decode()
     return RawLink(index, name, flags, kind, master, link, nsid)
+
+
+def _ext_ack(data: bytes, off: int, end: int, flags: int) -> str | None:
+    """The kernel's message in an error's extended ack, if any (NETLINK_EXT_ACK)."""
+    if not flags & NLM_F_ACK_TLVS:
+        return None
+    # nlmsgerr: the error code, then the request's header (and its payload unless capped)
+    start = off + _HDR.size + _S32.size
+    echoed = _HDR.size if flags & NLM_F_CAPPED else _HDR.unpack_from(data, start)[0]
+    for t, a, b in _attrs(data, start + ((echoed + 3) & ~3), end):
+        if t == NLMSGERR_ATTR_MSG:
+            return data[a:b].split(b"\0", 1)[0].decode(errors="replace") or None
+    return None
 
 
 def _attrs(data: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
