@@ -9,6 +9,7 @@ the failure plus the restore (never a rewrite).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -279,10 +280,12 @@ class Engine:
         t1 = time.perf_counter()
         fault = Fault.from_env() if inject else None
         spent: dict[str, float] = {}
+        each = log.isEnabledFor(logging.DEBUG)  # a line per step is only made when wanted
         for i, step in enumerate(steps):
             if fault is not None:
                 fault.check(i, step)
-            log.debug("step", n=i, step=step.describe())
+            if each:
+                log.debug("step", n=i, step=step.describe())
             s0 = time.perf_counter()
             await self.kernel.apply(step)
             kind = type(step.resource).__name__
