@@ -13,7 +13,7 @@ from tests.kernel.conftest import Net
 from tests.kernel.scenarios import two_vpcs
 from vpcq.errors import KernelError
 from vpcq.workers.kernel import netns, rtnl
-from vpcq.workers.kernel.netlink import Netlink
+from vpcq.workers.kernel.netlink import FEW, Netlink
 
 pytestmark = pytest.mark.kernel
 
@@ -51,11 +51,35 @@ def test_lean_dumps_agree_with_pyroute2(net: Net):
             by_name = {m.name: m.index for m in d.links()}
             assert d.link("lo") is not None and d.link("lo").index == by_name["lo"]  # type: ignore[union-attr]
             assert d.link("nosuch0") is None
+            assert d.link(index=by_name["lo"]) == d.link("lo")
+            # asked link by link (filtered by the kernel), the same as the whole dump
+            assert set().union(*(d.addrs4(i) for i in by_name.values())) == addrs
+            assert set().union(*(d.routes4(254, i) for i in by_name.values())) == {r for r in routes if r[2]}
         finally:
             d.close()
         want = asyncio.run(pyroute2_view(ns))
         assert (links, addrs, routes) == want, ns
         assert len(links) >= 2 and addrs and routes, ns  # the scenario made things to compare
+
+    # a few links are looked up by name; many are dumped; both read the same
+    nl = Netlink()
+    try:
+        router = f"vpcq_{a}"
+        full = asyncio.run(nl.links(router))
+        assert any(li.master for li in full.values())  # a bridge port, whose master is named
+        few = [n for n, li in full.items() if li.master]
+        many = [*full, *(f"nosuch{i}" for i in range(FEW))]  # too many to look up: a dump
+        for only in (few, many):
+            part = {n: full[n] for n in only if n in full}
+            assert asyncio.run(nl.links(router, only)) == part
+            addrs_each = asyncio.run(nl.addrs(router, part, each=True))
+            assert sorted(addrs_each) == sorted(asyncio.run(nl.addrs(router, part)))
+            routes_each = asyncio.run(nl.routes(router, part, each=True))
+            assert sorted(routes_each) == sorted(asyncio.run(nl.routes(router, part)))
+        assert len(few) <= FEW < len(many) and asyncio.run(nl.addrs(router, full))
+        assert asyncio.run(nl.links(router, ["nosuch0"])) == {}
+    finally:
+        nl.close()
 
 
 def test_changes_are_what_pyroute2_reads_back(net: Net):

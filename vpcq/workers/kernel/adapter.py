@@ -104,8 +104,8 @@ class Kernel:
         await self._settle()
         out: Topology = {}
         links: dict[str | None, dict[str, LinkInfo]] = {}
-        host = await self.nl.links(None)
-        links[None] = {n: li for n, li in host.items() if n in scope.host_links}
+        if scope.host_links:  # looked up by name: the host holds every VPC's uplink
+            links[None] = await self.nl.links(None, scope.host_links)
         for name in sorted(scope.namespaces):
             self.nl.revalidate(name)
             if netns.exists(name):
@@ -118,13 +118,11 @@ class Kernel:
                 if li.kind in ("bridge",) and ns is not None:
                     _put(out, Bridge(ns, li.name))
                 _put(out, LinkState(ns, li.name, li.master, li.up))
-            mine = set(lmap)
-            for dev, address, prefixlen in await self.nl.addrs(ns, host if ns is None else lmap):
-                if dev in mine and dev != "lo":
+            for dev, address, prefixlen in await self.nl.addrs(ns, lmap, each=ns is None):
+                if dev != "lo":
                     _put(out, Addr(ns, dev, address, prefixlen))
-            for dst, gw, dev in await self.nl.routes(ns, host if ns is None else lmap):
-                if dev in mine and gw is not None:
-                    _put(out, Route(ns, dst, gw, dev))
+            for dst, gw, dev in await self.nl.routes(ns, lmap, each=ns is None):
+                _put(out, Route(ns, dst, gw, dev))
         by_ns: dict[str | None, list[str]] = {}
         for where, name in sorted(scope.sysctls, key=lambda k: (k[0] or "", k[1])):
             if where is not None and where not in links:

@@ -12,7 +12,7 @@ import errno
 import os
 import socket
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ RTPROT_STATIC, RTN_UNICAST, RT_SCOPE_NOWHERE = 4, 1, 255
 T = TypeVar("T")
 GONE = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
 CREATE = NLM_F_CREATE | NLM_F_EXCL
+FEW = 8  # up to this many links of a namespace are looked up one by one, not dumped
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +119,32 @@ class Netlink:
 
     # ---- reading ----------------------------------------------------------------------------
 
-    def _read(self, ns: str | None, what: str, fn: Callable[[rtnl.Channel], T]) -> T:
+    def _read(self, ns: str | None, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """fn(the namespace's channel, *args), its failure a KernelError about `what`."""
         try:
-            return fn(self.channel(ns))
+            return fn(self.channel(ns), *args)
         except OSError as e:
             raise KernelError("read", f"{what} in {ns or 'host'}", str(e), transient=True) from e
 
-    async def links(self, ns: str | None) -> dict[str, LinkInfo]:
-        raw = self._read(ns, "links", rtnl.Channel.links)
-        names = {m.index: m.name for m in raw}
-        self._index[ns] = {name: idx for idx, name in names.items()}
+    async def links(self, ns: str | None, only: Collection[str] | None = None) -> dict[str, LinkInfo]:
+        """The links of `ns`, or only those named in `only`. A few are looked up one by one:
+        a dump costs as much as the namespace has links (4 ms for a host with 100 VPCs'
+        uplinks, against 41 us for one lookup)."""
+        if only is not None and len(only) <= FEW:
+            raw = [m for n in sorted(only)
+                   if (m := self._read(ns, f"link {n}", rtnl.Channel.link, n)) is not None]
+            names = {m.index: m.name for m in raw}
+            for i in {m.master for m in raw if m.master and m.master not in names}:
+                master = self._read(ns, "master link", rtnl.Channel.link, None, i)
+                if master is not None:
+                    names[i] = master.name
+            self._index.setdefault(ns, {}).update({m.name: m.index for m in raw})
+        else:
+            raw = self._read(ns, "links", rtnl.Channel.links)
+            names = {m.index: m.name for m in raw}
+            self._index[ns] = {name: idx for idx, name in names.items()}
+            if only is not None:
+                raw = [m for m in raw if m.name in only]
         return {
             m.name: LinkInfo(
                 name=m.name,
@@ -141,22 +158,34 @@ class Netlink:
             for m in raw
         }
 
-    async def addrs(self, ns: str | None, links: dict[str, LinkInfo]) -> list[tuple[str, str, int]]:
+    async def addrs(
+        self, ns: str | None, links: dict[str, LinkInfo], each: bool = False
+    ) -> list[tuple[str, str, int]]:
+        """(dev, address, prefixlen) of the IPv4 addresses on `links`; with `each`, asked
+        for link by link (the kernel filters) instead of dumping the namespace's."""
         by_index = {li.index: li.name for li in links.values()}
-        found = self._read(ns, "addresses", rtnl.Channel.addrs4)
-        return [(by_index.get(i, "?"), a, p) for i, a, p in found]
+        if each:
+            found = [a for i in by_index for a in self._read(ns, "addresses", rtnl.Channel.addrs4, i)]
+        else:
+            found = self._read(ns, "addresses", rtnl.Channel.addrs4)
+        return [(by_index[i], a, p) for i, a, p in found if i in by_index]
 
     async def routes(
-        self, ns: str | None, links: dict[str, LinkInfo]
-    ) -> list[tuple[str, str | None, str]]:
-        """(dst, gateway, dev) of the main table's routes that have a gateway."""
+        self, ns: str | None, links: dict[str, LinkInfo], each: bool = False
+    ) -> list[tuple[str, str, str]]:
+        """(dst, gateway, dev) of the main table's routes through `links` that have a
+        gateway; with `each`, asked for link by link, as `addrs` does."""
         by_index = {li.index: li.name for li in links.values()}
-        return [(dst, gw, by_index.get(oif, "?") if oif is not None else "?")
-                for dst, gw, oif in self._read(ns, "routes", lambda c: c.routes4(MAIN_TABLE))
-                if gw is not None]
+        if each:
+            found = [r for i in by_index
+                     for r in self._read(ns, "routes", rtnl.Channel.routes4, MAIN_TABLE, i)]
+        else:
+            found = self._read(ns, "routes", rtnl.Channel.routes4, MAIN_TABLE)
+        return [(dst, gw, by_index[oif]) for dst, gw, oif in found
+                if gw is not None and oif in by_index]
 
     def _lookup(self, ns: str | None, name: str) -> int | None:
-        found = self._read(ns, f"link {name}", lambda c: c.link(name))
+        found = self._read(ns, f"link {name}", rtnl.Channel.link, name)
         return None if found is None else found.index
 
     async def exists(self, ns: str | None, name: str) -> bool:

@@ -28,7 +28,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_DUMP_INTR = 0x10
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in an error: payload not echoed; TLVs follow
-SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 270, 10, 11, 12
 NLMSGERR_ATTR_MSG = 1  # the kernel's own words on why a request failed
 RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
@@ -82,8 +82,10 @@ def _open(proto: int) -> socket.socket:
     try:  # errors without our request echoed back, with the kernel's reason attached
         s.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         s.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        # dumps filtered by the kernel (an address's link, a route's table and device)
+        s.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
     except OSError:
-        pass  # an older kernel: errors carry the errno only
+        pass  # an older kernel: plain errnos, and dumps are filtered here instead
     return s
 
 
@@ -132,40 +134,45 @@ class Channel:
     def links(self) -> list[RawLink]:
         return [_link(*m) for m in self._dump(RTM_GETLINK, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0))]
 
-    def link(self, name: str) -> RawLink | None:
-        """One link by name (RTM_GETLINK with IFLA_IFNAME: the kernel looks it up), or None."""
-        raw = name.encode() + b"\0"
-        nla = _NLA.pack(_NLA.size + len(raw), IFLA_IFNAME) + raw + b"\0" * (-len(raw) % 4)
+    def link(self, name: str | None = None, index: int = 0) -> RawLink | None:
+        """One link by name or by index (RTM_GETLINK: the kernel looks it up), or None."""
+        nla = b""
+        if name is not None:
+            raw = name.encode() + b"\0"
+            nla = _NLA.pack(_NLA.size + len(raw), IFLA_IFNAME) + raw + b"\0" * (-len(raw) % 4)
         try:
             msgs, _ = self._request(RTM_GETLINK, NLM_F_REQUEST,
-                                    _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + nla)
+                                    _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + nla)
         except RtnlError as e:
             if e.errno == errno.ENODEV:
                 return None
             raise
         return _link(*msgs[0]) if msgs else None
 
-    def addrs4(self) -> list[tuple[int, str, int]]:
-        """(ifindex, address, prefixlen) of every IPv4 address."""
+    def addrs4(self, link: int = 0) -> list[tuple[int, str, int]]:
+        """(ifindex, address, prefixlen) of every IPv4 address, or of one link's."""
         out = []
-        for data, off, end in self._dump(RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)):
+        for data, off, end in self._dump(RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, link)):
             fam, prefixlen, _flags, _scope, index = _IFADDR.unpack_from(data, off)
-            if fam != socket.AF_INET:
+            if fam != socket.AF_INET or (link and index != link):
                 continue
             for t, a, _b in _attrs(data, off + _IFADDR.size, end):
                 if t == IFA_ADDRESS:
                     out.append((index, socket.inet_ntoa(data[a : a + 4]), prefixlen))
         return out
 
-    def routes4(self, table: int) -> list[tuple[str, str | None, int | None]]:
-        """(dst, gateway, oif) of the IPv4 routes of one table; dst is "default" or a CIDR."""
+    def routes4(self, table: int, oif: int = 0) -> list[tuple[str, str | None, int | None]]:
+        """(dst, gateway, oif) of the IPv4 routes of one table (through link `oif` only, if
+        given); dst is "default" or a CIDR."""
         out = []
-        hdr = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+        hdr = _RTMSG.pack(socket.AF_INET, 0, 0, 0, table, 0, 0, 0, 0)
+        if oif:
+            hdr += _NLA.pack(_NLA.size + _U32.size, RTA_OIF) + _U32.pack(oif)
         for data, off, end in self._dump(RTM_GETROUTE, hdr):
             fam, dst_len, _s, _tos, tbl, _p, _sc, _ty, _f = _RTMSG.unpack_from(data, off)
             if fam != socket.AF_INET:
                 continue
-            dst, gw, oif = None, None, None
+            dst, gw, dev = None, None, None
             for t, a, _b in _attrs(data, off + _RTMSG.size, end):
                 if t == RTA_TABLE:
                     tbl = _U32.unpack_from(data, a)[0]
@@ -174,9 +181,9 @@ class Channel:
                 elif t == RTA_GATEWAY:
                     gw = socket.inet_ntoa(data[a : a + 4])
                 elif t == RTA_OIF:
-                    oif = _U32.unpack_from(data, a)[0]
-            if tbl == table:
-                out.append(("default" if dst is None else f"{dst}/{dst_len}", gw, oif))
+                    dev = _U32.unpack_from(data, a)[0]
+            if tbl == table and (not oif or dev == oif):
+                out.append(("default" if dst is None else f"{dst}/{dst_len}", gw, dev))
         return out
 
     def change(self, msg_type: int, flags: int, body: bytes) -> None:
