@@ -111,6 +111,8 @@ class Kernel:
             if netns.exists(name):
                 _put(out, Netns(name))
                 links[name] = await self.nl.links(name)
+            elif ("netns", name) not in desired and netns.leftover(name):
+                _put(out, Netns(name))  # a removal cut short: removing it again finishes it
         self._veths(out, links, {**scope.veths, **{
             k: r for k, r in desired.items() if isinstance(r, Veth)}})
         for ns, lmap in links.items():

@@ -58,6 +58,12 @@ def exists(name: str) -> bool:
         return False
 
 
+def leftover(name: str) -> bool:
+    """True if `name` is a plain file, not a namespace: what a process killed in the middle
+    of `create` (before its mount) or of `remove` (after its umount) leaves behind."""
+    return os.path.lexists(path(name)) and not exists(name)
+
+
 def list_names() -> list[str]:
     try:
         return sorted(os.listdir(NETNS_DIR))
