@@ -102,8 +102,11 @@ class Netlink:
             self.forget(ns)
 
     def generation(self, ns: str | None) -> int | None:
-        c = self._channels.get(ns)
-        return c.generation() if c is not None else None
+        """The namespace's nftables generation (see rtnl), None if it cannot be had."""
+        try:
+            return self.channel(ns).generation()
+        except (OSError, KernelError):
+            return None
 
     def forget(self, ns: str | None) -> None:
         if ns is not None:
