@@ -23,14 +23,14 @@ def test_rules_are_read_again_only_after_a_change(net: Net, monkeypatch: pytest.
     a, _b = two_vpcs(net, {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web",
                            "firewall": FIREWALL})
     ns = f"{a}-web"
-    saves: list[str | None] = []
-    real_save = iptables.save
+    saves: list[str] = []
+    real_save = iptables.save_here
 
-    async def counting_save(where: str | None, table: str | None = None) -> str:
+    def counting_save(where: str = "host") -> str:
         saves.append(where)
-        return await real_save(where, table)
+        return real_save(where)
 
-    monkeypatch.setattr(iptables, "save", counting_save)
+    monkeypatch.setattr(iptables, "save_here", counting_save)
     kernel = Kernel(net.home / "apps", net.home / "run" / "host-rules.lock")
 
     def rules() -> str:

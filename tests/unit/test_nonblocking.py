@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
-from vpcq.workers.kernel.adapter import _host_rules_lock
+from vpcq.workers.kernel.adapter import _with_host_rules
 from vpcq.workers.kernel.apps import _terminate
 
 
@@ -53,10 +53,10 @@ def test_an_app_that_ignores_sigterm_is_killed_and_the_loop_runs_meanwhile():
 
 def test_the_host_rules_lock_is_waited_for_without_blocking_the_loop(tmp_path: Path):
     path = tmp_path / "host-rules.lock"
+    done: list[float] = []
 
     async def take() -> None:
-        async with _host_rules_lock(path):
-            pass
+        await _with_host_rules(path, lambda: done.append(time.monotonic()))
 
     with open(path, "a") as held:  # another worker's open file: flock locks conflict
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -66,5 +66,5 @@ def test_the_host_rules_lock_is_waited_for_without_blocking_the_loop(tmp_path: P
             ticks, took = asyncio.run(_ticks_during(take()))
         finally:
             release.join()
-    assert took >= 0.25  # it did wait for the other holder
-    assert ticks >= 10  # about 30 in 0.3 s; a blocking flock gives 0
+    assert took >= 0.25 and len(done) == 1  # it did wait for the other holder, then ran
+    assert ticks >= 10  # about 30 in 0.3 s; a flock on the loop's thread gives 0

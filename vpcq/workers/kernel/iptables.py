@@ -1,6 +1,7 @@
 """Rules through iptables-restore (nftables backend): one atomic restore per document, run
 in the namespace by a thread that entered it (so no `ip netns exec`), while the event loop
-goes on. No shell, ever."""
+goes on. The `_here` functions run in the calling thread's namespace, for work that is
+already on such a thread. No shell, ever."""
 
 from __future__ import annotations
 
@@ -21,16 +22,13 @@ def _exe(name: str) -> str:
     return shutil.which(name) or name
 
 
-async def _run(ns: str | None, argv: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], stdin: str | None, where: str) -> subprocess.CompletedProcess[str]:
+    """Run a rules program in the calling thread's namespace (`where` names it in errors)."""
     argv = [_exe(argv[0]), *argv[1:]]
-
-    def work() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
-
     try:
-        return await netns.arun_in(ns, work)
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise KernelError(argv[0], f"rules in {ns or 'host'}", str(e)) from e
+        raise KernelError(argv[0], f"rules in {where}", str(e)) from e
 
 
 @functools.cache
@@ -43,22 +41,33 @@ def nft_backend() -> bool:
     return "nf_tables" in p.stdout
 
 
-async def restore(ns: str | None, text: str, *, noflush: bool = False) -> None:
-    """Apply an iptables-restore document atomically (each table is one transaction)."""
+def restore_here(text: str, *, noflush: bool = False, where: str = "host") -> None:
+    """Apply an iptables-restore document atomically (each table is one transaction), in
+    the calling thread's namespace."""
     argv = ["iptables-restore", "-w", "5"] + (["--noflush"] if noflush else [])
-    p = await _run(ns, argv, text)
+    p = _run(argv, text, where)
     if p.returncode != 0:
         msg = " ".join(p.stderr.strip().split())[:300]
-        raise KernelError("apply", f"rules in {ns or 'host'}", msg or f"exit {p.returncode}")
+        raise KernelError("apply", f"rules in {where}", msg or f"exit {p.returncode}")
 
 
-async def save(ns: str | None, table: str | None = None) -> str:
-    """`iptables-save` normalised: no comments, no counters."""
-    argv = ["iptables-save"] + (["-t", table] if table else [])
-    p = await _run(ns, argv, None)
+def save_here(where: str = "host") -> str:
+    """`iptables-save` of the calling thread's namespace, normalised: no comments, no
+    counters."""
+    p = _run(["iptables-save"], None, where)
     if p.returncode != 0:
-        raise KernelError("read", f"rules in {ns or 'host'}", p.stderr.strip()[:300])
+        raise KernelError("read", f"rules in {where}", p.stderr.strip()[:300])
     return normalise(p.stdout)
+
+
+async def restore(ns: str | None, text: str, *, noflush: bool = False) -> None:
+    """`restore_here` in namespace `ns` (None: the host), the event loop going on meanwhile."""
+    await netns.arun_in(ns, lambda: restore_here(text, noflush=noflush, where=ns or "host"))
+
+
+async def save(ns: str | None) -> str:
+    """`save_here` in namespace `ns` (None: the host), the event loop going on meanwhile."""
+    return await netns.arun_in(ns, lambda: save_here(ns or "host"))
 
 
 def normalise(text: str) -> str:
@@ -69,13 +78,14 @@ def normalise(text: str) -> str:
 _DEFAULT_POLICY = re.compile(r"^:[A-Z]+ ACCEPT \[0:0\]$")
 
 
-async def drop_owned_tables(ns: str | None, marker: str) -> None:
-    """Delete each table that carries vpcq's owner tag and holds nothing else any more.
+def drop_owned_tables_here(marker: str, where: str = "host") -> None:
+    """Delete each table that carries vpcq's owner tag and holds nothing else any more, in
+    the calling thread's namespace.
 
     Only a table that vpcq created (tagged) and that is back to empty accepting base chains
     is removed: anything another program added keeps the table where it is.
     """
-    text = await save(ns)
+    text = save_here(where)
     tables: dict[str, list[str]] = {}
     current = ""
     for line in text.splitlines():
@@ -89,6 +99,6 @@ async def drop_owned_tables(ns: str | None, marker: str) -> None:
             continue
         rest = [ln for ln in lines if ln != f":{marker} - [0:0]"]
         if all(_DEFAULT_POLICY.match(ln) for ln in rest):
-            p = await _run(ns, ["nft", "delete", "table", "ip", table], None)
+            p = _run(["nft", "delete", "table", "ip", table], None, where)
             if p.returncode != 0 and "No such file or directory" not in p.stderr:  # gone: fine
-                raise KernelError("delete", f"table ip {table} in {ns or 'host'}", p.stderr.strip())
+                raise KernelError("delete", f"table ip {table} in {where}", p.stderr.strip())

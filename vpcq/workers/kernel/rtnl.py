@@ -100,6 +100,16 @@ def open_sockets() -> tuple[socket.socket, socket.socket | None]:
     return _open(socket.NETLINK_ROUTE), nf
 
 
+def generation_here() -> int | None:
+    """The nftables generation of the calling thread's namespace, asked on sockets of its
+    own (for a thread that must not share a channel with the event loop's)."""
+    c = Channel(open_sockets())
+    try:
+        return c.generation()
+    finally:
+        c.close()
+
+
 class Channel:
     """Synchronous requests over one namespace's sockets. A dump is a few hundred
     microseconds of kernel work and a change less, read in one go, so each is done inline
