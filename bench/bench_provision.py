@@ -19,7 +19,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -188,33 +187,31 @@ def tutorial_way(tok: str, vpcs: int, subnets: int) -> float:
 
 
 async def floor(tok: str, vpcs: int, subnets: int) -> float:
-    """One process, fork-free namespaces, netlink only: the kernel's floor for this work."""
-    from pyroute2 import AsyncIPRoute
+    """One process, fork-free namespaces, netlink only: the kernel's floor for this work.
 
-    host = netns.run_in(f"{tok}h", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
-    h = AsyncIPRoute(use_socket=host)
+    The requests are made as vpcq makes them (pyroute2-encoded, on a plain socket per
+    namespace, see vpcq.workers.kernel.netlink), with nothing around them: no log, no
+    queue, no observation, no rules.
+    """
+    from vpcq.workers.kernel.netlink import Netlink
+
+    host = f"{tok}h"
+    nl = Netlink()
     t0 = time.perf_counter()
     for i in range(vpcs):
         for j in range(subnets):
             ns = f"{tok}f{i}-{j}"
             netns.create(ns)
             name = f"fl{i}x{j}"
-            await h.link("add", ifname=name, kind="veth", peer={"ifname": "eth0", "net_ns_fd": ns})
-            (idx,) = await h.link_lookup(ifname=name)
-            await h.addr("add", index=idx, address=f"10.{i % 250}.{j}.254", prefixlen=24)
-            await h.link("set", index=idx, state="up")
-            s = netns.run_in(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
-            n = AsyncIPRoute(use_socket=s)
-            (e,) = await n.link_lookup(ifname="eth0")
-            await n.addr("add", index=e, address=f"10.{i % 250}.{j}.1", prefixlen=24)
-            await n.link("set", index=e, state="up")
-            await n.link("set", index=1, state="up")
-            await n.route("add", dst="default", gateway=f"10.{i % 250}.{j}.254", oif=e)
-            n.close()
-            s.close()
+            await nl.add_veth(host, name, ns, "eth0", up=True)
+            await nl.add_addr(host, name, f"10.{i % 250}.{j}.254", 24)
+            await nl.add_addr(ns, "eth0", f"10.{i % 250}.{j}.1", 24)
+            await nl.set_link(ns, "eth0", None)
+            await nl.set_link(ns, "lo", None)
+            await nl.replace_route(ns, "default", f"10.{i % 250}.{j}.254", "eth0")
+            nl.forget(ns)
     took = time.perf_counter() - t0
-    h.close()
-    host.close()
+    nl.close()
     for n in netns.list_names():
         if n.startswith(f"{tok}f"):
             netns.remove(n)
