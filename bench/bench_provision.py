@@ -64,8 +64,15 @@ class Instance:
     def stop(self) -> None:
         for w in self.workers:
             w.send_signal(signal.SIGTERM)
-        for w in self.workers:
-            w.wait(30)
+        for i, w in enumerate(self.workers):
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:  # say so, with what it was doing, and go on
+                log = (self.home / "log" / f"bw{i}.log").read_text().splitlines()[-5:]
+                print(f"  worker bw{i} still running 30 s after SIGTERM; killed. Its last log lines:",
+                      *(f"    {ln[:300]}" for ln in log), sep="\n")
+                w.kill()
+                w.wait()
         self.workers.clear()
 
     async def run(self, commands: list[dict]) -> float:
