@@ -155,7 +155,24 @@ def quiesce(tok: str, baseline: set[str]) -> None:
     deadline = time.monotonic() + 180
     while host_links(tok) != baseline and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)
+    # the subnets' namespaces may still be going: their teardown is kernel work, so wait
+    # for half a second in which the CPUs were at least 90% idle (at most 60 s)
+    deadline = time.monotonic() + 60
+    while cpu_busy(0.5) > 0.1 and time.monotonic() < deadline:
+        pass
+
+
+def cpu_busy(seconds: float) -> float:
+    """The share of all CPUs' time spent busy over the next `seconds` (from /proc/stat)."""
+
+    def sample() -> list[int]:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+    a = sample()
+    time.sleep(seconds)
+    d = [y - x for x, y in zip(a, sample(), strict=True)]
+    total = sum(d) or 1
+    return 1 - (d[3] + d[4]) / total  # idle and iowait are not busy
 
 
 def tutorial_way(tok: str, vpcs: int, subnets: int) -> float:
