@@ -13,6 +13,9 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
+import pytest
+
+from vpcq.errors import KernelError
 from vpcq.workers.kernel.adapter import _with_host_rules
 from vpcq.workers.kernel.apps import _terminate
 
@@ -68,3 +71,13 @@ def test_the_host_rules_lock_is_waited_for_without_blocking_the_loop(tmp_path: P
             release.join()
     assert took >= 0.25 and len(done) == 1  # it did wait for the other holder, then ran
     assert ticks >= 10  # about 30 in 0.3 s; a flock on the loop's thread gives 0
+
+
+def test_a_host_rules_lock_held_too_long_is_a_transient_error(tmp_path: Path):
+    path = tmp_path / "host-rules.lock"
+    with open(path, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(KernelError, match="held elsewhere") as e:
+            asyncio.run(_with_host_rules(path, lambda: None, wait=0.2))
+    assert e.value.transient
+    asyncio.run(_with_host_rules(path, lambda: None, wait=0.2))  # free again: taken at once

@@ -420,17 +420,27 @@ def jump_inserts(rules: list[str], new: list[str]) -> list[tuple[int, str]]:
     return out
 
 
-async def _with_host_rules(path: Path, work: Callable[[], None]) -> None:
+async def _with_host_rules(path: Path, work: Callable[[], None], wait: float = 30.0) -> None:
     """Run `work` on a namespace thread in the host, holding the host-rules lock that this
     host's workers share. The wait for the lock and everything done under it happen on that
     thread: the event loop goes on meanwhile, and the lock is held for the work alone, not
     also for the loop's turns back to a job between its steps (with two workers, those turns
-    had the lock held for 80% of a batch)."""
+    had the lock held for 80% of a batch). A lock held elsewhere for longer than `wait` is a
+    transient error: a thread never waits without end (nor, then, a worker's exit)."""
 
     def locked() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait
         with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise KernelError("lock", "host rules", f"held elsewhere for {wait:.0f} s",
+                                          transient=True) from None
+                    time.sleep(0.001)
             try:
                 work()
             finally:
