@@ -79,11 +79,13 @@ def decode(data: bytes) -> Commit:
     """A commit read back from the log, its events upcast to today's schema.
 
     The fast path hands the stored bytes straight to pydantic's JSON validator (about 3x
-    cheaper than json.loads plus validation); a commit holding an event stored under an
-    older schema fails that or shows its version, and takes the slow path.
+    cheaper than json.loads plus validation), in strict mode: vpcq writes every field in its
+    own JSON type, and no lax coercion has to be tried (10% of a replay). A commit holding an
+    event stored under an older schema fails that or shows its version, and takes the slow
+    path, which upcasts and validates as laxly as any version was written.
     """
     try:
-        c = COMMIT.validate_json(data)
+        c = COMMIT.validate_json(data, strict=True)
         # a stored version is never above today's, so at the latest one nothing is stale
         if min(c.versions) == _LATEST or all(
             v == SCHEMA_VERSIONS[e.type] for v, e in zip(c.versions, c.events, strict=True)
