@@ -1,10 +1,12 @@
-"""Where vpcq's jump rules go in the host's FORWARD and POSTROUTING chains (pure)."""
+"""Where vpcq's jump rules go in the host's FORWARD and POSTROUTING chains, and the host's
+rules after vpcq's own restore (pure)."""
 
 from __future__ import annotations
 
 import itertools
 
 from vpcq.workers.kernel.adapter import chain_rules, chain_teardown, jump_inserts
+from vpcq.workers.kernel.hostrules import after_restore
 
 
 def insert_all(rules: list[str], new: list[str]) -> list[str]:
@@ -62,3 +64,57 @@ def test_teardown_removes_the_chain_and_every_jump_to_it_in_every_table():
         "*filter\n-D FORWARD -i vqaaaaaau -j VPCQ-aaaaaa\n-F VPCQ-aaaaaa\n-X VPCQ-aaaaaa\nCOMMIT\n"
         "*nat\n-D POSTROUTING -j VPCQ-aaaaaa\n-F VPCQ-aaaaaa\n-X VPCQ-aaaaaa\nCOMMIT\n")
     assert chain_teardown(text, "VPCQ-cccccc") == ""  # already gone: nothing to do
+
+
+# ---- the host's rules after vpcq's own restore, without reading them again -----------------
+
+HOST = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER-USER - [0:0]
+:VPCQ-aaaaaa - [0:0]
+-A FORWARD -i vqaaaaaau -j VPCQ-aaaaaa
+-A FORWARD -j DOCKER-USER
+-A VPCQ-aaaaaa -i vqaaaaaau -j DROP
+COMMIT
+"""
+
+
+def test_a_chain_made_and_jumped_to_is_in_the_text_after_it():
+    doc = ("*filter\n:VPCQ-bbbbbb - [0:0]\n-A VPCQ-bbbbbb -i vqbbbbbbu -j DROP\n"
+           "-I FORWARD 2 -i vqbbbbbbu -j VPCQ-bbbbbb\nCOMMIT\n"
+           "*nat\n:VPCQ-bbbbbb - [0:0]\n-A VPCQ-bbbbbb -o eth0 -j MASQUERADE\n"
+           "-I POSTROUTING 1 -j VPCQ-bbbbbb\nCOMMIT\n")
+    after = after_restore(HOST, doc)
+    assert after is not None
+    assert chain_rules(after, "filter", "FORWARD") == [
+        "-i vqaaaaaau -j VPCQ-aaaaaa", "-i vqbbbbbbu -j VPCQ-bbbbbb", "-j DOCKER-USER"]
+    assert chain_rules(after, "filter", "VPCQ-bbbbbb") == ["-i vqbbbbbbu -j DROP"]
+    # a table the restore brings into being, with the base chain it used
+    assert chain_rules(after, "nat", "POSTROUTING") == ["-j VPCQ-bbbbbb"]
+    assert ":FORWARD DROP [0:0]" in after.splitlines()  # policies are kept
+
+
+def test_declaring_a_chain_again_flushes_it():
+    after = after_restore(HOST, "*filter\n:VPCQ-aaaaaa - [0:0]\n-A VPCQ-aaaaaa -j ACCEPT\nCOMMIT\n")
+    assert after is not None and chain_rules(after, "filter", "VPCQ-aaaaaa") == ["-j ACCEPT"]
+
+
+def test_a_teardown_leaves_the_text_without_the_chain():
+    after = after_restore(HOST, chain_teardown(HOST, "VPCQ-aaaaaa"))
+    assert after is not None
+    assert "VPCQ-aaaaaa" not in after
+    assert chain_rules(after, "filter", "FORWARD") == ["-j DOCKER-USER"]
+
+
+def test_a_line_iptables_would_refuse_or_that_is_not_followed_gives_no_text():
+    for doc in (
+        "*filter\n-I FORWARD 4 -j X\nCOMMIT\n",  # past the end of the chain
+        "*filter\n-D FORWARD -j NOTHERE\nCOMMIT\n",  # no such rule
+        "*filter\n-X VPCQ-aaaaaa\nCOMMIT\n",  # still has rules and a jump to it
+        "*filter\n-A NOSUCH -j ACCEPT\nCOMMIT\n",  # no such chain
+        "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n",  # a policy: not followed
+        "*filter\n-P FORWARD ACCEPT\nCOMMIT\n",
+    ):
+        assert after_restore(HOST, doc) is None, doc

@@ -28,8 +28,9 @@ from vpcq.orchestrator.topology import (
     Topology,
     Veth,
 )
-from vpcq.workers.kernel import iptables, netns, rtnl
+from vpcq.workers.kernel import iptables, netns
 from vpcq.workers.kernel.apps import Apps
+from vpcq.workers.kernel.hostrules import HostRules
 from vpcq.workers.kernel.netlink import LinkInfo, Netlink
 
 OWNED = "VPCQ-OWNED"  # marks a host table that vpcq created
@@ -77,8 +78,9 @@ class Kernel:
         self.apps = Apps(apps_dir)
         self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
         self._dying: list[tuple[str | None, str]] = []  # far ends of removed namespaces' veths
-        # ns (None: the host) -> ((nsfs inode, nft generation), rules as last read)
-        self._rules_seen: dict[str | None, tuple[tuple[int | None, int], str]] = {}
+        # a vpcq namespace -> ((nsfs inode, nft generation), rules as last read)
+        self._rules_seen: dict[str, tuple[tuple[int | None, int], str]] = {}
+        self._host = HostRules(lock_path.with_name("host-rules.cache"))  # the host's
 
     def close(self) -> None:
         self.nl.close()
@@ -166,15 +168,17 @@ class Kernel:
         return await self._saved(ns) or EMPTY_FILTER
 
     async def _saved(self, ns: str | None) -> str:
-        """`iptables-save` of a namespace (None: the host). Read again only when the
-        namespace's nftables generation moved since the last read (any rule change, by vpcq
-        or by hand, moves it): a warm no-op reconcile forks no iptables-save, and a new
-        VPC's host chain is written from the read its observation made."""
+        """`iptables-save` of a namespace (None: the host, see `hostrules`). Read again only
+        when the namespace's nftables generation moved since the last read (any rule change,
+        by vpcq or by hand, moves it): a warm no-op reconcile forks no iptables-save."""
         gen = self.nl.generation(ns) if iptables.nft_backend() else None
+        if ns is None:  # this thread is in the host namespace, as are the host's threads
+            text = self._host.cached(gen)
+            return text if text is not None else await netns.arun_in(
+                None, lambda: self._host.read_here()[1])
         if gen is None:
             return await iptables.save(ns)
-        # a namespace made again starts a new generation count (the host's is never remade)
-        seen = (netns.inode(ns) if ns is not None else 0, gen)
+        seen = (netns.inode(ns), gen)  # a namespace made again starts a new generation count
         cached = self._rules_seen.get(ns)
         if cached is not None and cached[0] == seen:
             return cached[1]
@@ -317,7 +321,7 @@ class Kernel:
         # of the log and not of the order in which VPCs were made, rolled back or restored;
         # the positions are read and used under a lock shared by this host's workers
         def create() -> None:
-            text = self._host_rules_here()  # what observe read, unless a rule changed since
+            key, text = self._host.read_here()  # what observe read, unless a rule changed since
             tables = {ln[1:] for ln in text.splitlines() if ln.startswith("*")}
             doc = []
             for table in ("filter", "nat"):
@@ -331,29 +335,18 @@ class Kernel:
                     doc += [f"-I {chain} {pos} {rest}"
                             for pos, rest in jump_inserts(chain_rules(text, table, chain), new)]
                 doc.append("COMMIT")
-            iptables.restore_here("\n".join(doc) + "\n", noflush=True)
+            self._host.restore_here(key, text, "\n".join(doc) + "\n")
 
         # read, delete and drop emptied tables under the lock: two workers tearing down the
         # last two VPCs at once must not both try to remove the same table
         def teardown() -> None:
-            doc = chain_teardown(self._host_rules_here(), r.chain)
+            key, text = self._host.read_here()
+            doc = chain_teardown(text, r.chain)
             if doc:
-                iptables.restore_here(doc, noflush=True)
-            iptables.drop_owned_tables_here(OWNED)
+                self._host.restore_here(key, text, doc)
+            iptables.drop_owned_tables_here(OWNED, self._host.read_here()[1])
 
         await _with_host_rules(self._lock_path, teardown if delete else create)
-
-    def _host_rules_here(self) -> str:
-        """The host's rules, on a thread in the host that holds the host-rules lock: the read
-        observe made if no rule changed since (the nftables generation says), else a new one."""
-        gen = rtnl.generation_here() if iptables.nft_backend() else None
-        seen = self._rules_seen.get(None)
-        if gen is not None and seen is not None and seen[0] == (0, gen):
-            return seen[1]
-        text = iptables.save_here()
-        if gen is not None and rtnl.generation_here() == gen:  # nothing changed while read
-            self._rules_seen[None] = ((0, gen), text)
-        return text
 
 
 _JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+)$")

@@ -78,14 +78,13 @@ def normalise(text: str) -> str:
 _DEFAULT_POLICY = re.compile(r"^:[A-Z]+ ACCEPT \[0:0\]$")
 
 
-def drop_owned_tables_here(marker: str, where: str = "host") -> None:
+def drop_owned_tables_here(marker: str, text: str, where: str = "host") -> None:
     """Delete each table that carries vpcq's owner tag and holds nothing else any more, in
-    the calling thread's namespace.
+    the calling thread's namespace, whose rules are `text` (as `save_here` prints them).
 
     Only a table that vpcq created (tagged) and that is back to empty accepting base chains
     is removed: anything another program added keeps the table where it is.
     """
-    text = save_here(where)
     tables: dict[str, list[str]] = {}
     current = ""
     for line in text.splitlines():
