@@ -195,3 +195,24 @@ def test_a_namespace_removal_cut_short_is_finished_by_the_next_change(worker: Ne
     assert netns.leftover(f"{v}-web") and f"{v}-web" in netns.list_names()
     assert c.submit({"kind": "delete-vpc", "name": v}) == ["applied"]
     assert [n for n in netns.list_names() if v in n] == []
+
+
+def test_reconcile_waits_for_a_vpc_whose_lock_a_dead_worker_left(net: Net):
+    """A worker killed in the middle of a change holds its VPC's lock until the lock lapses
+    (seconds): `vpcq reconcile` waits for it instead of failing."""
+    import redis
+
+    net.start_worker()
+    v = net.name("l")
+    net.client().ok("create-vpc", name=v, cidr="10.6.0.0/16")
+    net.stop_workers()
+    r = redis.Redis.from_url(net.redis_url)
+    try:
+        assert r.set(f"vpcq:lock:{v}", "a dead worker", nx=True, px=1500)
+        t0 = time.monotonic()
+        p = net.vpcq("reconcile")
+        assert p.returncode == 0, p.stderr
+        assert time.monotonic() - t0 >= 1.0  # it did wait
+        assert net.vpcq("drift").returncode == 0
+    finally:
+        r.close()

@@ -12,10 +12,15 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from vpcq import config, logs
 from vpcq.errors import VpcqError
+
+if TYPE_CHECKING:
+    from vpcq.orchestrator.diff import Step
+    from vpcq.workers.engine import Engine
 
 
 def main() -> int:
@@ -71,7 +76,7 @@ async def _drift(args: Any) -> int:
         if args.cmd == "drift":
             steps = await engine.drift(args.vpcs, args.at)
         else:
-            steps = await engine.repair(args.vpcs)
+            steps = await _repair(engine, args.vpcs)
     finally:
         engine.kernel.close()
         await redis.aclose()
@@ -84,6 +89,21 @@ async def _drift(args: Any) -> int:
     if not args.json:
         print(f"repaired: {len(steps)} step(s)")
     return 0
+
+
+async def _repair(engine: Engine, vpcs: list[str], wait: float = 15.0) -> list[Step]:
+    """`engine.repair`, waiting for a VPC that a worker is changing (or that a worker killed
+    in the middle of a change still holds: its lock lapses within seconds)."""
+    from vpcq.workers.locks import Busy
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return await engine.repair(vpcs)
+        except Busy:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 if __name__ == "__main__":

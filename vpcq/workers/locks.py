@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
+from vpcq.errors import VpcqError
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -25,8 +27,12 @@ return n
 """
 
 
-class Busy(Exception):
+class Busy(VpcqError):
     """Another worker holds one of the locks."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"vpc {name} is busy: a worker is applying a change to it")
+        self.name = name
 
 
 class Locks:
