@@ -90,13 +90,18 @@ def test_a_due_job_held_elsewhere_is_polled_for_not_spun_on(redis_url):
         task = asyncio.create_task(worker.async_run())
         try:
             await asyncio.sleep(0.5)
-            before = polls
+            before, watches = polls, await _watches(redis)
             await asyncio.sleep(1.0)
-            return polls - before, started
+            return polls - before, await _watches(redis) - watches, started
         finally:
             await redis.delete("arq:in-progress:held")
             await _stop(worker, task)
 
-    polls, started = asyncio.run(go())
+    polls, watches, started = asyncio.run(go())
     assert "c" not in started
     assert 10 <= polls <= 1 / Worker.BUSY_POLL * 1.5, polls  # polled at the busy pace
+    assert watches == 0  # a job running elsewhere costs a poll no claim (WATCH, EXISTS, ...)
+
+
+async def _watches(redis) -> int:
+    return int((await redis.info("commandstats")).get("cmdstat_watch", {}).get("calls", 0))

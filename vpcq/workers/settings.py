@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from arq import Retry
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker as ArqWorker
 
 from vpcq import config
@@ -120,6 +121,21 @@ class Worker(ArqWorker):
         started = self._jobs_started()
         await super()._poll_iteration()
         self._busy = self.job_counter > 0 or self._jobs_started() != started
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start_jobs, given only the ids no worker is running. For every queued id,
+        arq spends four round trips (WATCH, EXISTS, ZSCORE, UNWATCH) finding out whether a
+        worker runs it; a running job stays queued until it ends, so every poll paid that for
+        each job running here or on another worker: about 8 of a batch's 21.5 round trips
+        per subnet. One pipelined EXISTS now drops them (arq checks again as it claims)."""
+        ids = [j for j in job_ids if j.decode() not in self.tasks or self.tasks[j.decode()].done()]
+        if ids:
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for j in ids:
+                    pipe.exists(in_progress_key_prefix + j.decode())
+                running = await pipe.execute()
+            ids = [j for j, r in zip(ids, running, strict=True) if not r]
+        await super().start_jobs(ids)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
