@@ -274,16 +274,17 @@ class Netlink:
             self._change("delete", f"link {name}", ns, RTM_DELLINK, 0, body, GONE)
 
     async def set_link(self, ns: str | None, name: str, master: str | None) -> None:
-        """The link up, and in bridge `master` if one is given."""
-        attrs: list[tuple[str, Any]] = []
+        """The link up, and in bridge `master` if one is given. The link is named in the
+        request (the kernel looks it up when the index is 0): no lookup of its own index,
+        which a new namespace's `lo` and `eth0` would each have cost."""
+        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
         try:
-            idx = self.index(ns, name)
             if master is not None:
                 attrs.append(("IFLA_MASTER", self.index(ns, master)))
-            body = _body(ifinfmsg(), {"index": idx, "flags": IFF_UP, "change": IFF_UP}, attrs)
+            body = _body(ifinfmsg(), {"index": 0, "flags": IFF_UP, "change": IFF_UP}, attrs)
             self._change("set", f"{name} up", ns, RTM_NEWLINK, 0, body, set())
         except KernelError:
-            self._index.get(ns, {}).pop(name, None)  # perhaps a stale index: look it up next time
+            self._index.get(ns, {}).pop(master or "", None)  # perhaps stale: look it up next time
             raise
 
     async def add_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:
