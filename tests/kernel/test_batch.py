@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
 from tests.kernel.conftest import Net
@@ -60,3 +63,22 @@ def test_a_failing_batch_lists_the_failed_commands_and_exits_non_zero(net: Net, 
     assert "failed" in p.stderr and "7000" in p.stderr
     # the later command on the same VPC was decided on top of the failed one: cancelled too
     assert "cancelled" in p.stderr
+
+
+def test_a_batch_takes_one_job_per_vpc(net: Net, tmp_path):
+    """A VPC's commands in a batch are applied by the job the submit queued, together; the
+    job queues no second one for its own VPC (nor for any other: nothing waits on it)."""
+    net.start_worker()
+    vpcs = [net.name("j0"), net.name("j1")]
+    lines = []
+    for i, v in enumerate(vpcs):
+        lines += [f"create-vpc {v} 10.{i}.0.0/16", f"add-subnet {v} a 10.{i}.1.0/24",
+                  f"add-subnet {v} b 10.{i}.2.0/24"]
+    batch = tmp_path / "batch.txt"
+    batch.write_text("\n".join(lines) + "\n")
+    p = net.vpcq("submit", "-f", str(batch))
+    assert p.returncode == 0, p.stderr
+    time.sleep(0.5)  # a job queued after the last outcome would have started by now
+    started = re.findall(r"→ (reconcile:[^:]+:\d+):", (net.home / "log" / "w0.log").read_text())
+    assert sorted(set(started)) == sorted(started) and len(started) == 2, started
+    assert {s.split(":")[1] for s in started} == set(vpcs)

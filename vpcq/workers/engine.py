@@ -126,8 +126,9 @@ class Engine:
                 state = await self.cache.refresh()
                 if any(state.commands[c.id].status != "pending" for c in group):
                     continue  # another worker got there first
-                settled += await self._apply(state, group, names)
-            await self._wake_followers(names)
+                n = await self._apply(state, group, names)
+            settled += n
+            await self._wake_followers(names, {c.id for c in group} if n else set())
         return settled
 
     def _group(
@@ -149,13 +150,15 @@ class Engine:
             group.append(c)
         return group
 
-    async def _wake_followers(self, names: Sequence[str]) -> None:
-        """Queue the VPCs whose next pending command was waiting on these."""
+    async def _wake_followers(self, names: Sequence[str], settled: set[str]) -> None:
+        """Queue the VPCs whose next pending command was waiting on these. The cache was
+        read before the outcome of the `settled` commands was appended, so they still look
+        pending there: counted, they queued a second job for every VPC of a batch."""
         state = self.cache.state
         wake: set[str] = set()
         for cid in state.pending:
             c = state.commands[cid]
-            if set(c.vpcs) & set(names):
+            if cid not in settled and set(c.vpcs) & set(names):
                 wake.update(c.vpcs)
         if wake:
             await self.queue.reconcile(sorted(wake), state.seq)
