@@ -129,7 +129,8 @@ class Worker(ArqWorker):
         each job running here or on another worker (in a 2-worker batch, 2.0 WATCHes per
         subnet; 0.9 now). One pipelined EXISTS now drops them (arq checks again as it
         claims)."""
-        ids = [j for j in job_ids if j.decode() not in self.tasks or self.tasks[j.decode()].done()]
+        mine = {j for j, t in self.tasks.items() if not t.done()}
+        ids = [j for j in job_ids if j.decode() not in mine]
         if ids:
             async with self.pool.pipeline(transaction=False) as pipe:
                 for j in ids:

@@ -278,13 +278,14 @@ class Netlink:
         request (the kernel looks it up when the index is 0): no lookup of its own index,
         which a new namespace's `lo` and `eth0` would each have cost."""
         attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
+        if master is not None:
+            attrs.append(("IFLA_MASTER", self.index(ns, master)))
+        body = _body(ifinfmsg(), {"index": 0, "flags": IFF_UP, "change": IFF_UP}, attrs)
         try:
-            if master is not None:
-                attrs.append(("IFLA_MASTER", self.index(ns, master)))
-            body = _body(ifinfmsg(), {"index": 0, "flags": IFF_UP, "change": IFF_UP}, attrs)
             self._change("set", f"{name} up", ns, RTM_NEWLINK, 0, body, set())
         except KernelError:
-            self._index.get(ns, {}).pop(master or "", None)  # perhaps stale: look it up next time
+            if master is not None:  # perhaps a stale index of the bridge: look it up next time
+                self._index.get(ns, {}).pop(master, None)
             raise
 
     async def add_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:
