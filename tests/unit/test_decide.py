@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given as hgiven
+from hypothesis import strategies as st
 
 from vpcq.errors import DomainError
 from vpcq.events.commands import parse_command, parse_firewall
@@ -19,6 +23,7 @@ from vpcq.events.schema import (
     VpcsUnpeered,
 )
 from vpcq.orchestrator.decide import decide
+from vpcq.orchestrator.naming import overlap
 
 from .core import apply, cmd, given, rejected
 
@@ -136,6 +141,19 @@ def test_namespace_names_never_collide_across_vpcs():
     )
     rejected(state, cmd("add-subnet", vpc="a", name="b-c", cidr="10.1.1.0/24"), "name",
              "already used")
+    # the other way round, and with the split at a later dash
+    state = given(
+        cmd("create-vpc", name="a", cidr="10.1.0.0/16"),
+        cmd("add-subnet", vpc="a", name="b-c-d", cidr="10.1.1.0/24"),
+        cmd("create-vpc", name="a-b-c", cidr="10.0.0.0/16"),
+        cmd("create-vpc", name="a-b", cidr="10.2.0.0/16"),
+    )
+    rejected(state, cmd("add-subnet", vpc="a-b-c", name="d", cidr="10.0.1.0/24"), "name",
+             "subnet a/b-c-d")
+    rejected(state, cmd("add-subnet", vpc="a-b", name="c-d", cidr="10.2.1.0/24"), "name",
+             "subnet a/b-c-d")
+    _, added = decide(cmd("add-subnet", vpc="a-b", name="c", cidr="10.2.1.0/24"), state)
+    assert added.netns == "a-b-c"
 
 
 def test_delete_subnet():
@@ -289,3 +307,12 @@ def test_interface_names_fit_for_32_character_names():
 def test_decide_is_deterministic():
     state = given(VPC, WEB)
     assert decide(DB, state) == decide(DB, state)
+
+
+_nets = st.builds(lambda a, p: str(ipaddress.IPv4Network((a, p), strict=False)),
+                  st.integers(0, 2**32 - 1), st.integers(8, 30))
+
+
+@hgiven(_nets, _nets)
+def test_overlap_agrees_with_ipaddress(a, b):
+    assert overlap(a, b) == ipaddress.IPv4Network(a).overlaps(ipaddress.IPv4Network(b))

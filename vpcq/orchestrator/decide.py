@@ -155,9 +155,7 @@ def _create_vpc(cmd: CreateVpc, state: State) -> list[DomainEvent]:
         raise DomainError("cidr", f"{cmd.cidr} must be between /8 and /28")
     key = naming.short_key(cmd.name, {v.key for v in state.vpcs.values()}, 6)
     router = naming.router_ns(cmd.name)
-    overlaps = [
-        v.name for v in state.vpcs.values() if network(v.cidr).overlaps(net)
-    ]
+    overlaps = any(naming.overlap(v.cidr, cmd.cidr) for v in state.vpcs.values())
     uplink = naming.linknet(
         _next_linknet(state),
         None,
@@ -188,16 +186,18 @@ def _add_subnet(cmd: AddSubnet, state: State) -> SubnetAdded:
     if net.prefixlen > 29:
         raise DomainError("cidr", f"{cmd.cidr} is smaller than a /29")
     for sib in vpc.subnets.values():
-        if network(sib.cidr).overlaps(net):
+        if naming.overlap(sib.cidr, cmd.cidr):
             raise DomainError("cidr", f"{cmd.cidr} overlaps subnet {sib.name} ({sib.cidr})")
     netns = naming.subnet_ns(cmd.vpc, cmd.name)
-    for other in state.vpcs.values():
-        for s in other.subnets.values():
-            if s.netns == netns:
-                raise DomainError(
-                    "name",
-                    f"namespace {netns!r} is already used by subnet {other.name}/{s.name}",
-                )
+    # "a-b" + "c" and "a" + "b-c" name the same namespace: only a VPC whose name ends at one
+    # of the name's dashes can hold it (not a scan of every subnet of every VPC)
+    for i, ch in enumerate(netns):
+        other = state.vpcs.get(netns[:i]) if ch == "-" else None
+        s = other.subnets.get(netns[i + 1 :]) if other is not None else None
+        if other is not None and s is not None and s.netns == netns:
+            raise DomainError(
+                "name", f"namespace {netns!r} is already used by subnet {other.name}/{s.name}"
+            )
     key = naming.short_key(f"{cmd.vpc}/{cmd.name}", {s.key for s in vpc.subnets.values()}, 6)
     return SubnetAdded(
         vpc=cmd.vpc,
@@ -221,7 +221,7 @@ def _peer(cmd: PeerVpcs, state: State) -> VpcsPeered:
     b = _vpc(state, cmd.b, "b")
     if pair(a.name, b.name) in state.peerings:
         raise DomainError("b", f"{a.name} and {b.name} are already peered")
-    if network(a.cidr).overlaps(network(b.cidr)):
+    if naming.overlap(a.cidr, b.cidr):
         raise DomainError("b", f"{a.name} ({a.cidr}) and {b.name} ({b.cidr}) overlap")
     link = naming.linknet(
         _next_linknet(state),
