@@ -9,7 +9,7 @@ from arq import Retry
 from arq.worker import func
 
 from vpcq.events.connection import connect, job_dumps, job_loads
-from vpcq.events.jobs import RECONCILE, JobQueue
+from vpcq.events.jobs import RECONCILE, JobQueue, wake_channel
 from vpcq.workers.settings import Worker
 
 
@@ -105,3 +105,37 @@ def test_a_due_job_held_elsewhere_is_polled_for_not_spun_on(redis_url):
 
 async def _watches(redis) -> int:
     return int((await redis.info("commandstats")).get("cmdstat_watch", {}).get("calls", 0))
+
+
+def test_a_batch_of_jobs_is_queued_in_one_round_trip_with_one_wake_message(redis_url):
+    async def go():
+        redis = await connect(redis_url)
+        await redis.flushall()
+        sub = redis.pubsub()
+        await sub.subscribe(wake_channel(redis.default_queue_name))
+        await sub.get_message(timeout=1)  # the subscribe confirmation
+        await redis.config_resetstat()
+        queue = JobQueue(redis)
+        first = await queue.reconcile(["a", "b", "c"], 7)
+        calls = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+        again = await queue.reconcile(["b", "d"], 7)  # b is queued already: only d is new
+        messages = []
+        while (m := await sub.get_message(timeout=0.5)) is not None:
+            messages.append(int(m["data"]))
+        jobs = {k.decode(): job_loads(v) for k in await redis.keys("arq:job:*")
+                if (v := await redis.get(k)) is not None}
+        queued = [j.decode() for j in await redis.zrange(redis.default_queue_name, 0, -1)]
+        ttl = await redis.pttl("arq:job:reconcile:a:7")
+        await sub.aclose()
+        await redis.aclose()
+        return first, calls, again, messages, jobs, queued, ttl
+
+    first, calls, again, messages, jobs, queued, ttl = asyncio.run(go())
+    assert (first, again) == (3, 1)
+    assert calls == 1  # the three jobs, their keys and the wake message: one script call
+    assert messages == [3, 1]
+    assert sorted(queued) == [f"reconcile:{v}:7" for v in "abcd"]
+    # what arq's enqueue_job would have written, so arq's worker runs it as its own
+    assert jobs["arq:job:reconcile:d:7"] | {"et": 0} == {"t": None, "f": RECONCILE, "a": ["d"],
+                                                          "k": {}, "et": 0}
+    assert 86_000_000 < ttl <= 86_400_000
