@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from arq.connections import ArqRedis
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 
 RECONCILE = "reconcile"
 
@@ -62,7 +62,7 @@ class JobQueue:
         if not jobs:
             return 0
         queue = self.redis.default_queue_name
-        now = int(time.time() * 1000)
+        now = timestamp_ms()
         keys = [queue, wake_channel(queue)]
         args: list[str | int | bytes] = [expires_extra_ms]
         for job_args, job_id in jobs:

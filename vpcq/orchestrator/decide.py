@@ -191,10 +191,10 @@ def _add_subnet(cmd: AddSubnet, state: State) -> SubnetAdded:
     netns = naming.subnet_ns(cmd.vpc, cmd.name)
     # "a-b" + "c" and "a" + "b-c" name the same namespace: only a VPC whose name ends at one
     # of the name's dashes can hold it (not a scan of every subnet of every VPC)
-    for i, ch in enumerate(netns):
-        other = state.vpcs.get(netns[:i]) if ch == "-" else None
+    for i in (i for i, ch in enumerate(netns) if ch == "-"):
+        other = state.vpcs.get(netns[:i])
         s = other.subnets.get(netns[i + 1 :]) if other is not None else None
-        if other is not None and s is not None and s.netns == netns:
+        if other is not None and s is not None:
             raise DomainError(
                 "name", f"namespace {netns!r} is already used by subnet {other.name}/{s.name}"
             )
