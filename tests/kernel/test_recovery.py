@@ -208,9 +208,8 @@ def test_reconcile_waits_for_a_vpc_whose_lock_a_dead_worker_left(net: Net):
     net.stop_workers()
     r = redis.Redis.from_url(net.redis_url)
     try:
-        # not NX: the stopped worker may have left its own lock (arq cancels a job on SIGTERM,
-        # and one cancelled between its outcome and its lock's release leaves the lock to lapse)
-        assert r.set(f"vpcq:lock:{v}", "a dead worker", px=1500)
+        # NX: a worker stopped with SIGTERM finishes its job and releases its lock
+        assert r.set(f"vpcq:lock:{v}", "a dead worker", px=1500, nx=True)
         t0 = time.monotonic()
         p = net.vpcq("reconcile")
         assert p.returncode == 0, p.stderr
@@ -218,3 +217,42 @@ def test_reconcile_waits_for_a_vpc_whose_lock_a_dead_worker_left(net: Net):
         assert net.vpcq("drift").returncode == 0
     finally:
         r.close()
+
+
+def test_a_stopped_worker_finishes_the_change_it_is_applying(net: Net):
+    """SIGTERM in the middle of a change: the worker takes no new job, finishes this one
+    (its outcome is recorded, its VPC's lock released), then exits. Cancelled at once, it
+    would leave a half-made VPC and its lock to lapse."""
+    import threading
+
+    import redis
+
+    fault = net.home / "fault"
+    fault.write_text("hold:step:2")
+    net.start_worker(extra={"VPCQ_FAULT_FILE": str(fault)})
+    (worker,) = net.workers
+    v = net.name("t")
+    results: list[list[str]] = []
+    submit = threading.Thread(target=lambda: results.append(net.client().submit(
+        {"kind": "create-vpc", "name": v, "cidr": "10.7.0.0/16"})))
+    submit.start()
+    try:
+        logfile = net.home / "log" / "w0.log"
+        assert wait_until(lambda: "holding at a step" in logfile.read_text(), 30)
+        worker.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: "allow_pick_jobs" in logfile.read_text(), 5)
+        time.sleep(0.3)
+        assert worker.poll() is None, "the worker quit in the middle of a change"
+        fault.write_text("")  # let the step go on
+        assert worker.wait(15) == 0
+    finally:
+        fault.write_text("")
+        submit.join(30)
+    assert results == [["applied"]]
+    r = redis.Redis.from_url(net.redis_url)
+    try:
+        assert r.exists(f"vpcq:lock:{v}") == 0
+    finally:
+        r.close()
+    assert netns.exists(net.client().state().vpcs[v].router_ns)
+    assert net.vpcq("drift").returncode == 0

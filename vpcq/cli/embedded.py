@@ -111,20 +111,27 @@ def start_workers(p: Paths, n: int, verbose: bool = False) -> list[int]:
 
 
 def stop_all(p: Paths, timeout: float = 10.0) -> list[str]:
-    """Stop the workers, then redis-server (SIGTERM, then SIGKILL); returns what was stopped."""
-    stopped = []
+    """Stop the workers, then redis-server (SIGTERM, then SIGKILL after `timeout`); returns
+    what was stopped. The workers are signalled together: each may take up to its stop grace
+    to finish the change it is applying, and they need Redis until they have."""
     pidfiles = sorted(p.run.glob("worker-*.pid")) if p.run.exists() else []
-    for pidfile in [*pidfiles, p.redis_pid]:
+    return _stop(pidfiles, timeout) + _stop([p.redis_pid], timeout)
+
+
+def _stop(pidfiles: list[Path], timeout: float) -> list[str]:
+    running = {}
+    for pidfile in pidfiles:
         pid = _alive(pidfile)
         if pid is None:
             pidfile.unlink(missing_ok=True)
             continue
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pidfile):
-            time.sleep(0.05)
+        running[pidfile] = pid
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(f) for f in running):
+        time.sleep(0.05)
+    for pidfile, pid in running.items():
         if _alive(pidfile):
             os.kill(pid, signal.SIGKILL)
         pidfile.unlink(missing_ok=True)
-        stopped.append(pidfile.stem)
-    return stopped
+    return [f.stem for f in running]

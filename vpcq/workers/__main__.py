@@ -64,6 +64,10 @@ async def _run(name: str, burst: bool) -> None:
     worker = await make_worker(name, burst)
     try:
         await worker.async_run()
+    except asyncio.CancelledError:
+        # arq ends its main task by cancelling it on SIGTERM/SIGINT: a clean stop, exit 0
+        if worker.main_task is None or not worker.main_task.cancelled():
+            raise
     finally:
         await worker.close()
 

@@ -9,6 +9,7 @@ the failure plus the restore (never a rewrite).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -44,12 +45,15 @@ class NotReady(Exception):
 class Fault:
     """Fault injection for tests: VPCQ_FAULT=step:N (the Nth step of an apply, from 0) or
     VPCQ_FAULT=kind:Bridge (every step on that kind of resource), optionally :create etc.
+    A `hold:` in front (`hold:step:1`) makes that step wait, instead of fail, for as long as
+    the spec stays the same: a test can stop a worker in the middle of a change.
     VPCQ_FAULT_FILE=path reads the same spec from a file before every apply, so a test can
     move the fault from step to step without restarting the worker."""
 
     index: int | None = None
     kind: str | None = None
     op: str | None = None
+    hold: bool = False
 
     @classmethod
     def from_env(cls) -> Fault | None:
@@ -61,24 +65,34 @@ class Fault:
                     spec = f.read().strip()
             except FileNotFoundError:
                 spec = ""
-        if not spec:
-            return None
-        what, _, rest = spec.partition(":")
-        arg, _, op = rest.partition(":")
-        if what == "step":
-            return cls(index=int(arg))
-        if what == "kind":
-            return cls(kind=arg, op=op or None)
-        raise ValueError(f"VPCQ_FAULT={spec!r}: expected step:N or kind:Name[:op]")
+        return cls.parse(spec) if spec else None
 
-    def check(self, i: int, step: Step) -> None:
-        if self.index is not None and i != self.index:
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        hold = spec.startswith("hold:")
+        what, _, rest = spec.removeprefix("hold:").partition(":")
+        arg, _, op = rest.partition(":")
+        if what == "step" and arg.isdigit():
+            return cls(index=int(arg), hold=hold)
+        if what == "kind" and arg:
+            return cls(kind=arg, op=op or None, hold=hold)
+        raise ValueError(f"VPCQ_FAULT={spec!r}: expected [hold:]step:N or [hold:]kind:Name[:op]")
+
+    def matches(self, i: int, step: Step) -> bool:
+        return (
+            (self.index is None or i == self.index)
+            and (self.kind is None or type(step.resource).__name__ == self.kind)
+            and (self.op is None or step.op == self.op)
+        )
+
+    async def check(self, i: int, step: Step) -> None:
+        if not self.matches(i, step):
             return
-        if self.kind is not None and type(step.resource).__name__ != self.kind:
-            return
-        if self.op is not None and step.op != self.op:
-            return
-        raise KernelError("inject", step.describe(), "injected fault (VPCQ_FAULT)")
+        if not self.hold:
+            raise KernelError("inject", step.describe(), "injected fault (VPCQ_FAULT)")
+        log.info("holding at a step (VPCQ_FAULT)", n=i, step=step.describe())
+        while Fault.from_env() == self:
+            await asyncio.sleep(0.02)
 
 
 class Engine:
@@ -286,7 +300,7 @@ class Engine:
         each = log.isEnabledFor(logging.DEBUG)  # a line per step is only made when wanted
         for i, step in enumerate(steps):
             if fault is not None:
-                fault.check(i, step)
+                await fault.check(i, step)
             if each:
                 log.debug("step", n=i, step=step.describe())
             s0 = time.perf_counter()

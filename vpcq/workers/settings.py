@@ -24,6 +24,10 @@ from vpcq.workers.locks import Busy, Locks
 
 log = structlog.get_logger("vpcq.worker")
 JOB_TIMEOUT = 60
+# On SIGTERM a worker takes no new job and gives the ones it runs this long to finish (then
+# arq cancels them). A job cancelled mid-change leaves a half-applied change for the next
+# worker to finish, and its VPC locked until the lock lapses. Under Docker's 10 s stop grace.
+STOP_GRACE = 8
 
 
 async def reconcile(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
@@ -191,6 +195,7 @@ async def make_worker(name: str, burst: bool = False) -> Worker:
         max_tries=10_000,  # Retry(defer) on a busy lock counts as a try
         keep_result=0,
         handle_signals=True,
+        job_completion_wait=STOP_GRACE,
         health_check_interval=10,
         job_serializer=job_dumps,
         job_deserializer=job_loads,
