@@ -9,7 +9,9 @@ The text is kept with the key it was read at: the host namespace's inode and its
 generation, which every committed rule change moves (vpcq's, another program's or a hand
 edit's), one per table. It is valid exactly while the key is the same. The key and text are
 also kept in a file that every worker of this host shares, so a change made by one worker
-does not make the next worker read the table again. After a restore of its own, a worker
+does not make the next worker read the table again. The file outlives a reboot, and both
+halves of the key start over at one (the host namespace's inode is a constant, and the
+generation counts from boot), so the file also names the boot it was written in. After a restore of its own, a worker
 applies the document to the text it held, which is valid if the generation moved by exactly
 one per table of the document: nobody else wrote in between.
 """
@@ -23,6 +25,17 @@ from pathlib import Path
 from vpcq.workers.kernel import iptables, rtnl
 
 Key = tuple[int, int]  # (inode of the host's network namespace, nftables generation)
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"  # never equal to a real boot's id, nor kept across one
+
+
+BOOT_ID = _boot_id()
 
 
 class HostRules:
@@ -75,7 +88,7 @@ class HostRules:
         self._seen = (key, text)
         tmp = self.shared.with_name(f".{self.shared.name}.{os.getpid()}.{threading.get_ident()}")
         try:
-            tmp.write_text(f"{key[0]} {key[1]}\n{text}")
+            tmp.write_text(f"{BOOT_ID} {key[0]} {key[1]}\n{text}")
             os.replace(tmp, self.shared)  # readers see the old file or the new, never half
         except OSError:
             tmp.unlink(missing_ok=True)  # only a cache: the next reader reads the table
@@ -83,10 +96,11 @@ class HostRules:
     def _load(self, key: Key) -> str | None:
         try:
             head, _, text = self.shared.read_text().partition("\n")
-            inode, gen = map(int, head.split())
+            boot, inode, gen = head.split()
+            written = (int(inode), int(gen))
         except (OSError, ValueError):
-            return None
-        return text if (inode, gen) == key else None
+            return None  # missing, or written by an older vpcq: read the table
+        return text if boot == BOOT_ID != "unknown" and written == key else None
 
 
 def key_here() -> Key | None:
