@@ -10,10 +10,10 @@ generation, which every committed rule change moves (vpcq's, another program's o
 edit's), one per table. It is valid exactly while the key is the same. The key and text are
 also kept in a file that every worker of this host shares, so a change made by one worker
 does not make the next worker read the table again. The file outlives a reboot, and both
-halves of the key start over at one (the host namespace's inode is a constant, and the
-generation counts from boot), so the file also names the boot it was written in. After a restore of its own, a worker
-applies the document to the text it held, which is valid if the generation moved by exactly
-one per table of the document: nobody else wrote in between.
+halves of the key start over (the host namespace's inode is a constant, and the generation
+counts from boot), so the file also names the boot it was written in. After a restore of
+its own, a worker applies the document to the text it held, which is valid if the
+generation moved by exactly one per table of the document: nobody else wrote in between.
 """
 
 from __future__ import annotations
