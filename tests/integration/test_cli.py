@@ -189,6 +189,7 @@ def test_up_and_down_manage_an_embedded_redis(tmp_path):
         p = run(["up", "--workers", "0"])
         assert p.returncode == 0, p.stderr
         assert "started redis-server" in p.stdout
+        assert "no worker (--workers 0)" in p.stdout
         sock = home / "run" / "redis.sock"
         assert stat.S_IMODE(sock.stat().st_mode) == 0o700
         assert stat.S_IMODE((home / "redis.pass").stat().st_mode) == 0o600

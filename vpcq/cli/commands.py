@@ -282,7 +282,10 @@ async def _up(ns: argparse.Namespace) -> int:
     async with _redis():
         pass  # reachable, or ConfigError with the one-line reason
     started = embedded.start_workers(p, ns.workers, ns.verbose)
-    print(f"started {len(started)} worker(s)" if started else "all workers already running")
+    if started:
+        print(f"started {len(started)} worker(s)")
+    else:
+        print(f"all {ns.workers} worker(s) already running" if ns.workers else "no worker (--workers 0)")
     return 0
 
 
