@@ -9,6 +9,18 @@ from urllib.parse import quote
 
 QUEUE = "vpcq:jobs"
 KEY_PREFIX = "vpcq"
+DEFAULT_HOST = "default"
+
+
+def host_id() -> str:
+    """This machine's name among hosts that share one Redis ($VPCQ_HOST, default "default":
+    all a single-host setup needs). A VPC is built by the workers of its host."""
+    return os.environ.get("VPCQ_HOST") or DEFAULT_HOST
+
+
+def queue_of(host: str) -> str:
+    """The arq queue of one host's workers."""
+    return QUEUE if host == DEFAULT_HOST else f"{QUEUE}@{host}"
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ async def _time_to_start(redis_url: str, vpc: str, retry_first: float = 0) -> fl
     try:
         await _idle(worker)
         t0 = time.monotonic()
-        await JobQueue(redis).reconcile([vpc], 1)
+        await JobQueue(redis).reconcile({vpc: "default"}, 1)
         while vpc not in started:
             assert time.monotonic() - t0 < 5, "the job waited for the idle poll (30 s)"
             await asyncio.sleep(0.005)
@@ -116,9 +116,9 @@ def test_a_batch_of_jobs_is_queued_in_one_round_trip_with_one_wake_message(redis
         await sub.get_message(timeout=1)  # the subscribe confirmation
         await redis.config_resetstat()
         queue = JobQueue(redis)
-        first = await queue.reconcile(["a", "b", "c"], 7)
+        first = await queue.reconcile(dict.fromkeys("abc", "default"), 7)
         calls = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
-        again = await queue.reconcile(["b", "d"], 7)  # b is queued already: only d is new
+        again = await queue.reconcile(dict.fromkeys("bd", "default"), 7)  # b is queued: only d is new
         messages = []
         while (m := await sub.get_message(timeout=0.5)) is not None:
             messages.append(int(m["data"]))
@@ -139,3 +139,28 @@ def test_a_batch_of_jobs_is_queued_in_one_round_trip_with_one_wake_message(redis
     assert jobs["arq:job:reconcile:d:7"] | {"et": 0} == {"t": None, "f": RECONCILE, "a": ["d"],
                                                           "k": {}, "et": 0}
     assert 86_000_000 < ttl <= 86_400_000
+
+
+def test_jobs_go_to_the_queue_of_their_vpcs_host(redis_url):
+    """Hosts that share one Redis each take jobs from a queue of their own: a VPC's job is
+    queued for its host, and wakes only that host's workers. The default host's queue is
+    the one a single-host setup always had."""
+    async def go():
+        redis = await connect(redis_url)
+        await redis.flushall()
+        sub = redis.pubsub()
+        await sub.subscribe(wake_channel("vpcq:jobs@edge-1"))
+        await sub.get_message(timeout=1)
+        queued = await JobQueue(redis).reconcile({"a": "default", "b": "edge-1", "c": "edge-1"}, 3)
+        default = [j.decode() for j in await redis.zrange("vpcq:jobs", 0, -1)]
+        edge = [j.decode() for j in await redis.zrange("vpcq:jobs@edge-1", 0, -1)]
+        message = await sub.get_message(timeout=1)
+        await sub.aclose()
+        await redis.aclose()
+        return queued, default, edge, message
+
+    queued, default, edge, message = asyncio.run(go())
+    assert queued == 3
+    assert default == ["reconcile:a:3"]
+    assert sorted(edge) == ["reconcile:b:3", "reconcile:c:3"]
+    assert message is not None and int(message["data"]) == 2

@@ -293,6 +293,34 @@ def test_cleanup_of_nothing_is_an_empty_command():
     assert accepted.vpcs == () and accepted.events == 0
 
 
+EDGE = cmd("create-vpc", name="edge-vpc", cidr="10.0.0.0/16", host="edge-1")
+
+
+def test_a_vpc_is_placed_on_a_host_the_default_one_unless_named():
+    state = given(VPC, EDGE, cmd("add-subnet", vpc="edge-vpc", name="web", cidr="10.0.1.0/24"))
+    assert decide(VPC, given())[1].host == "default"
+    assert state.vpcs["my-vpc"].host == "default" and state.vpcs["edge-vpc"].host == "edge-1"
+    # same CIDR on another host: the host route is only withheld for an overlap on one host
+    assert state.vpcs["edge-vpc"].host_route
+    assert not apply(state, cmd("create-vpc", name="b", cidr="10.0.0.0/16")).vpcs["b"].host_route
+    with pytest.raises(DomainError, match="host: 'Edge_1' is not a valid name"):
+        cmd("create-vpc", name="x", cidr="10.0.0.0/16", host="Edge_1")
+
+
+def test_vpcs_on_different_hosts_cannot_be_peered():
+    rejected(given(VPC, OTHER.model_copy(update={"host": "edge-1"})),
+             cmd("peer-vpcs", a="my-vpc", b="other-vpc"), "b", "different hosts (default, edge-1)")
+
+
+def test_cleanup_with_vpcs_on_several_hosts_names_the_host():
+    state = given(VPC, OTHER, EDGE.model_copy(update={"cidr": "10.9.0.0/16"}))
+    rejected(state, cmd("cleanup"), "host", "2 hosts (default, edge-1)")
+    _, *events = decide(cmd("cleanup", host="edge-1"), state)
+    assert events == [VpcDeleted(name="edge-vpc")]
+    _, *events = decide(cmd("cleanup", host="default"), state)
+    assert events == [VpcDeleted(name="my-vpc"), VpcDeleted(name="other-vpc")]
+
+
 def test_interface_names_fit_for_32_character_names():
     long_vpc, long_sub = "v" * 32, "s" * 32
     state = given(cmd("create-vpc", name=long_vpc, cidr="10.0.0.0/16"),

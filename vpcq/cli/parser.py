@@ -56,7 +56,10 @@ def add_mutations(sub: Any, *, with_flags: bool) -> None:
          "vpcq create-vpc my-vpc 10.0.0.0/16 --interface eth0",
          [(("name",), {}), (("cidr",), {}),
           (("--interface",), {"help": "internet interface for NAT (default: $VPCQ_UPLINK, "
-                                      "else the default route's)"})]),
+                                      "else the default route's)"}),
+          (("--host",), {"default": "default", "help": "the host whose workers build it, when "
+                                                       "several hosts share one Redis (their "
+                                                       "$VPCQ_HOST; default: default)"})]),
         ("add-subnet", "add a public or private subnet (a namespace <vpc>-<subnet>)",
          "vpcq add-subnet my-vpc web-subnet 10.0.1.0/24 --type public",
          [(("vpc",), {}), (("name",), {}), (("cidr",), {}),
@@ -78,7 +81,8 @@ def add_mutations(sub: Any, *, with_flags: bool) -> None:
          [(("a",), {}), (("b",), {})]),
         ("delete-vpc", "delete a VPC and everything in it", "vpcq delete-vpc my-vpc",
          [(("name",), {})]),
-        ("cleanup", "delete every VPC", "vpcq cleanup", []),
+        ("cleanup", "delete every VPC", "vpcq cleanup",
+         [(("--host",), {"help": "only the VPCs of this host (needed when VPCs are on several)"})]),
         ("rollback", "append the events that bring one VPC back to how it was at SEQ",
          "vpcq rollback my-vpc --to 42",
          [(("vpc",), {}), (("--to",), {"type": int, "required": True, "dest": "to_seq",

@@ -6,6 +6,7 @@ import ipaddress
 import json
 from typing import Any
 
+from vpcq.config import DEFAULT_HOST
 from vpcq.events.schema import Envelope
 from vpcq.orchestrator.state import State, Vpc
 
@@ -18,6 +19,7 @@ def state_json(state: State) -> dict[str, Any]:
             {
                 "name": v.name,
                 "cidr": v.cidr,
+                "host": v.host,
                 "router_namespace": v.router_ns,
                 "interface": v.interface,
                 "host_route": v.host_route,
@@ -68,6 +70,7 @@ def _vpc_lines(state: State, v: Vpc) -> list[str]:
     head = (
         f"VPC {v.name}  {v.cidr}  router {v.router_ns}  uplink {up.a_if} {up.a_addr} <-> "
         f"{up.b_addr}  internet {v.interface or 'auto'}"
+        + (f"  host {v.host}" if v.host != DEFAULT_HOST else "")
     )
     out = [head]
     if not v.host_route:

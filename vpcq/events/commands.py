@@ -62,6 +62,7 @@ class CreateVpc(_Command):
     name: Name
     cidr: Network
     interface: IfName | None = None
+    host: Name = "default"  # the host whose workers build it (their $VPCQ_HOST)
 
 
 class AddSubnet(_Command):
@@ -118,6 +119,7 @@ class DeleteVpc(_Command):
 
 class Cleanup(_Command):
     kind: Literal["cleanup"] = "cleanup"
+    host: Name | None = None  # only the VPCs of this host (None: every VPC, all on one host)
 
 
 class Rollback(_Command):

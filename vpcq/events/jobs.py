@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from arq.connections import ArqRedis
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
+
+from vpcq.config import queue_of
 
 RECONCILE = "reconcile"
 
@@ -49,19 +51,29 @@ class JobQueue:
         self.redis = redis
         self._enqueue_script = redis.register_script(_ENQUEUE)
 
-    async def reconcile(self, vpcs: Iterable[str], version: int) -> int:
-        """Ask a worker to apply each VPC's pending commands; the job id dedupes repeats.
-        Returns how many jobs were queued (not already queued or running)."""
-        return await self._enqueue([((vpc,), f"reconcile:{vpc}:{version}") for vpc in vpcs])
+    async def reconcile(self, vpcs: Mapping[str, str], version: int) -> int:
+        """Ask a worker of each VPC's host (`vpcs`: VPC -> host) to apply its pending
+        commands; the job id dedupes repeats. Returns how many jobs were queued (not already
+        queued or running)."""
+        return await self._enqueue(
+            [(host, (vpc,), f"reconcile:{vpc}:{version}") for vpc, host in vpcs.items()])
 
-    async def repair(self, vpcs: Iterable[str], version: int) -> int:
-        """Ask a worker to also compare each VPC with the kernel and repair any drift."""
-        return await self._enqueue([((vpc, True), f"repair:{vpc}:{version}") for vpc in vpcs])
+    async def repair(self, vpcs: Mapping[str, str], version: int) -> int:
+        """Ask a worker of each VPC's host to also compare it with the kernel and repair any
+        drift."""
+        return await self._enqueue(
+            [(host, (vpc, True), f"repair:{vpc}:{version}") for vpc, host in vpcs.items()])
 
-    async def _enqueue(self, jobs: list[tuple[tuple[object, ...], str]]) -> int:
-        if not jobs:
-            return 0
-        queue = self.redis.default_queue_name
+    async def _enqueue(self, jobs: list[tuple[str, tuple[object, ...], str]]) -> int:
+        by_queue: dict[str, list[tuple[tuple[object, ...], str]]] = {}
+        for host, job_args, job_id in jobs:
+            by_queue.setdefault(queue_of(host), []).append((job_args, job_id))
+        queued = 0
+        for queue, some in by_queue.items():  # one queue, one call, in a single-host setup
+            queued += await self._enqueue_on(queue, some)
+        return queued
+
+    async def _enqueue_on(self, queue: str, jobs: list[tuple[tuple[object, ...], str]]) -> int:
         now = timestamp_ms()
         keys = [queue, wake_channel(queue)]
         args: list[str | int | bytes] = [expires_extra_ms]

@@ -112,7 +112,8 @@ class VpcCreated(Frozen):
     router_ns: str
     interface: str | None  # internet interface; None = $VPCQ_UPLINK or the default route's
     uplink: LinkNet
-    host_route: bool  # False when the CIDR overlaps an existing VPC
+    host_route: bool  # False when the CIDR overlaps an existing VPC of its host
+    host: str = "default"  # the host whose workers build it (their $VPCQ_HOST)
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.name,)

@@ -92,7 +92,7 @@ def decide(command: Command, state: State, past: State | None = None) -> Decisio
             _vpc(state, command.name, "name")
             events = _delete_vpcs(state, [command.name])
         case Cleanup():
-            events = _delete_vpcs(state, sorted(state.vpcs))
+            events = _delete_vpcs(state, _cleanup_scope(command, state))
         case Rollback():
             events = [_rollback(command, state, past)]
     vpcs: list[str] = []
@@ -155,7 +155,8 @@ def _create_vpc(cmd: CreateVpc, state: State) -> list[DomainEvent]:
         raise DomainError("cidr", f"{cmd.cidr} must be between /8 and /28")
     key = naming.short_key(cmd.name, {v.key for v in state.vpcs.values()}, 6)
     router = naming.router_ns(cmd.name)
-    overlaps = any(naming.overlap(v.cidr, cmd.cidr) for v in state.vpcs.values())
+    # a host route to the VPC, unless it would overlap another VPC's on the same host
+    overlaps = any(naming.overlap(v.cidr, cmd.cidr) for v in state.vpcs.values() if v.host == cmd.host)
     uplink = naming.linknet(
         _next_linknet(state),
         None,
@@ -172,6 +173,7 @@ def _create_vpc(cmd: CreateVpc, state: State) -> list[DomainEvent]:
             interface=cmd.interface,
             uplink=uplink,
             host_route=not overlaps,
+            host=cmd.host,
         )
     ]
 
@@ -214,6 +216,16 @@ def _add_subnet(cmd: AddSubnet, state: State) -> SubnetAdded:
     )
 
 
+def _cleanup_scope(cmd: Cleanup, state: State) -> list[str]:
+    """The VPCs a cleanup deletes. One command is applied by the workers of one host, so
+    with VPCs on several hosts it names the host."""
+    hosts = sorted({v.host for v in state.vpcs.values()})
+    if cmd.host is None and len(hosts) > 1:
+        raise DomainError("host", f"VPCs are on {len(hosts)} hosts ({', '.join(hosts)}): "
+                                  "clean up one at a time (vpcq cleanup --host HOST)")
+    return sorted(n for n, v in state.vpcs.items() if cmd.host in (None, v.host))
+
+
 def _peer(cmd: PeerVpcs, state: State) -> VpcsPeered:
     if cmd.a == cmd.b:
         raise DomainError("b", "a VPC cannot be peered with itself")
@@ -221,6 +233,9 @@ def _peer(cmd: PeerVpcs, state: State) -> VpcsPeered:
     b = _vpc(state, cmd.b, "b")
     if pair(a.name, b.name) in state.peerings:
         raise DomainError("b", f"{a.name} and {b.name} are already peered")
+    if a.host != b.host:
+        raise DomainError("b", f"{a.name} and {b.name} are on different hosts ({a.host}, {b.host}): "
+                               "a peering is a veth pair between two routers of one host")
     if naming.overlap(a.cidr, b.cidr):
         raise DomainError("b", f"{a.name} ({a.cidr}) and {b.name} ({b.cidr}) overlap")
     link = naming.linknet(

@@ -111,7 +111,8 @@ class Folder:
 
     def _vpc_created(self, ev: VpcCreated, head: Header | None) -> None:
         self.vpcs[ev.name] = Vpc(
-            ev.name, ev.cidr, ev.key, ev.router_ns, ev.interface, ev.uplink, ev.host_route, {}
+            ev.name, ev.cidr, ev.key, ev.router_ns, ev.interface, ev.uplink, ev.host_route, {}, (),
+            ev.host,
         )
         self._linknet(ev.uplink.net)
 

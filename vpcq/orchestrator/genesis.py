@@ -37,6 +37,7 @@ def genesis_of(view: VpcView, live: set[str] | None = None) -> list[Genesis]:
             interface=v.interface,
             uplink=v.uplink,
             host_route=v.host_route,
+            host=v.host,
         )
     ]
     for s in v.subnets.values():

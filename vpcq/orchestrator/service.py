@@ -132,6 +132,7 @@ class Orchestrator:
             state = folder.build()
             envelopes: list[Envelope] = []
             results: list[Submitted] = []
+            hosts: dict[str, str] = {}  # each VPC the batch touches -> the host that builds it
             seq = state.seq
             for i, (command, cid) in enumerate(zip(commands, cmd_ids, strict=True)):
                 past = await self.loader.at(command.to_seq) if isinstance(command, Rollback) else None
@@ -165,6 +166,10 @@ class Orchestrator:
                             event=ChangeApplied(command_id=cid, vpcs=()),
                         )
                     )
+                for v in events[0].aggregates():  # before the fold: a deleted VPC is gone after it
+                    known = state.vpcs.get(v)
+                    if known is not None:
+                        hosts.setdefault(v, known.host)
                 for env in envs:
                     folder.envelope(env)
                 state = folder.build()  # a view: decide never keeps it
@@ -180,9 +185,9 @@ class Orchestrator:
                 # random pause so that racing clients do not collide in lockstep
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
                 continue
-            vpcs: list[str] = []
-            for r in results:
-                vpcs += [v for v in r.vpcs if v not in vpcs]
-            await self.queue.reconcile(vpcs, version)
+            for v in (v for r in results for v in r.vpcs if v not in hosts):
+                made = folder.vpcs.get(v)  # made by this batch
+                hosts[v] = made.host if made is not None else ""
+            await self.queue.reconcile(hosts, version)
             return results
         raise ConcurrencyError(state.seq, await self.store.version())

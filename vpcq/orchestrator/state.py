@@ -52,15 +52,16 @@ class Vpc(NamedTuple):
     host_route: bool
     subnets: Mapping[str, Subnet] = _NO_SUBNETS
     peers: tuple[str, ...] = ()  # names of the VPCs it is peered with
+    host: str = "default"  # the host whose workers build it (their $VPCQ_HOST)
 
     # direct constructors: _replace costs several times more in a 100k-event fold
     def with_subnets(self, subnets: Mapping[str, Subnet]) -> Vpc:
         return Vpc(self.name, self.cidr, self.key, self.router_ns, self.interface, self.uplink,
-                   self.host_route, subnets, self.peers)
+                   self.host_route, subnets, self.peers, self.host)
 
     def with_peers(self, peers: tuple[str, ...]) -> Vpc:
         return Vpc(self.name, self.cidr, self.key, self.router_ns, self.interface, self.uplink,
-                   self.host_route, self.subnets, peers)
+                   self.host_route, self.subnets, peers, self.host)
 
 
 class Peering(NamedTuple):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections.abc import Iterable
 
+from vpcq.config import DEFAULT_HOST
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.evolve import Folder
 from vpcq.orchestrator.state import INITIAL, State, VpcView, pair
@@ -51,6 +53,15 @@ class LogCache:
     def known(self) -> list[str]:
         """Every VPC the log has ever named."""
         return sorted(self._seqs)
+
+    def host_of(self, vpc: str) -> str:
+        """The host whose workers build `vpc` (also once it is deleted)."""
+        v = self.last_view(vpc).vpc
+        return v.host if v is not None else DEFAULT_HOST
+
+    def hosts(self, vpcs: Iterable[str]) -> dict[str, str]:
+        """Each VPC -> its host: where a job for it is queued."""
+        return {v: self.host_of(v) for v in vpcs}
 
     def last_view(self, vpc: str) -> VpcView:
         """The VPC as it last existed (to find what it may have left in the kernel)."""

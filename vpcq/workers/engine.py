@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from vpcq.errors import ConcurrencyError, KernelError
+from vpcq.config import DEFAULT_HOST
+from vpcq.errors import ConcurrencyError, DomainError, KernelError
 from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, DriftRepaired, Envelope
 from vpcq.events.store import EventStore
@@ -103,7 +104,9 @@ class Engine:
         locks: Locks,
         kernel: Kernel,
         name: str = "worker",
+        host: str = DEFAULT_HOST,
     ) -> None:
+        self.host = host  # this machine's VPCs are the ones placed on this host
         self.store = store
         self.queue = queue
         self.locks = locks
@@ -129,6 +132,10 @@ class Engine:
         settled = 0
         for _ in range(10_000):
             state = await self.cache.refresh()
+            if self.cache.host_of(vpc) != self.host:  # a job queued for another host's VPC
+                log.error("not this host's VPC: left to its host", vpc=vpc,
+                          host=self.cache.host_of(vpc), this_host=self.host)
+                return settled
             pending = state.pending_for(vpc)
             if not pending:
                 if repair:
@@ -175,7 +182,7 @@ class Engine:
             if cid not in settled and set(c.vpcs) & set(names):
                 wake.update(c.vpcs)
         if wake:
-            await self.queue.reconcile(sorted(wake), state.seq)
+            await self.queue.reconcile(self.cache.hosts(sorted(wake)), state.seq)
 
     # ---- drift --------------------------------------------------------------------------
 
@@ -192,7 +199,7 @@ class Engine:
         in the log. VPCs with pending commands are left to their jobs. Returns the steps
         taken; raises KernelError naming what could not be repaired."""
         state = await self.cache.refresh()
-        names = [v for v in (list(names) or self.cache.known()) if not state.pending_for(v)]
+        names = [v for v in self._mine(names) if not state.pending_for(v)]
         if not names:
             return []
         async with self.locks.hold(names):
@@ -216,9 +223,18 @@ class Engine:
             raise KernelError("repair", what, "; ".join(errors[:3]), transient=True)
         return steps
 
+    def _mine(self, names: Sequence[str]) -> list[str]:
+        """`names`, or every VPC the log has named on this host; a VPC of another host is
+        an error (its kernel objects are on that host)."""
+        for v in names:
+            if self.cache.last_view(v).vpc is not None and self.cache.host_of(v) != self.host:
+                raise DomainError("vpc", f"{v} is on host {self.cache.host_of(v)}, not on this "
+                                         f"one ({self.host}): run it there")
+        return list(names) or [v for v in self.cache.known() if self.cache.host_of(v) == self.host]
+
     async def _target(self, names: Sequence[str], at: int | None) -> tuple[Topology, Scope]:
         state = await self.cache.refresh()
-        names = list(names) or self.cache.known()
+        names = self._mine(names)
         inet = await self.internet_if()
         if at is None:
             views = {v: view_of(state, v) for v in names}
@@ -336,7 +352,7 @@ class Engine:
             except ConcurrencyError:
                 continue
             touched = sorted({v for e in events for v in e.aggregates()})
-            await self.queue.reconcile(touched, state.seq + len(envs))
+            await self.queue.reconcile(self.cache.hosts(touched), state.seq + len(envs))
             return
         raise ConcurrencyError(-1, -1)
 

@@ -18,6 +18,7 @@ from vpcq.errors import KernelError
 from vpcq.events.connection import connect, job_dumps, job_loads
 from vpcq.events.jobs import RECONCILE, JobQueue, wake_channel
 from vpcq.events.store import EventStore
+from vpcq.orchestrator.state import State
 from vpcq.workers.engine import Engine, NotReady
 from vpcq.workers.kernel.adapter import Kernel
 from vpcq.workers.locks import Busy, Locks
@@ -52,7 +53,8 @@ async def reconcile(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
 def build_engine(redis: Any, name: str) -> Engine:
     store = EventStore(redis, config.KEY_PREFIX)
     kernel = Kernel(config.paths().apps, config.paths().run / "host-rules.lock")
-    return Engine(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name)
+    return Engine(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name,
+                  config.host_id())
 
 
 async def make_engine(name: str) -> tuple[Engine, Any]:
@@ -69,13 +71,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     # and checks every VPC against the kernel (a reboot leaves the log, not the kernel)
     state = await engine.cache.refresh()
     behind = sorted({v for cid in state.pending for v in state.commands[cid].vpcs})
-    await queue.reconcile(behind, state.seq)
+    await queue.reconcile(engine.cache.hosts(behind), state.seq)
     if os.environ.get("VPCQ_RESTORE_ON_START", "1") == "1":
-        await queue.repair(sorted(state.vpcs), state.seq)
+        await queue.repair(_mine(engine, state), state.seq)
     interval = float(os.environ.get("VPCQ_DRIFT_INTERVAL", "0"))
     if interval > 0:
         ctx["drift_timer"] = asyncio.create_task(_drift_timer(engine, interval))
-    log.info("worker ready", seq=state.seq, queued=behind)
+    log.info("worker ready", seq=state.seq, queued=behind, host=engine.host)
 
 
 async def _drift_timer(engine: Engine, interval: float) -> None:
@@ -83,7 +85,12 @@ async def _drift_timer(engine: Engine, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         state = await engine.cache.refresh()
-        await engine.queue.repair(sorted(state.vpcs), int(time.time()))
+        await engine.queue.repair(_mine(engine, state), int(time.time()))
+
+
+def _mine(engine: Engine, state: State) -> dict[str, str]:
+    """The VPCs placed on this worker's host, each -> the host."""
+    return {v: engine.host for v in sorted(state.vpcs) if state.vpcs[v].host == engine.host}
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -185,7 +192,7 @@ async def make_worker(name: str, burst: bool = False) -> Worker:
     return Worker(
         functions=[_func()],
         redis_pool=redis,
-        queue_name=config.QUEUE,
+        queue_name=config.queue_of(config.host_id()),
         on_startup=startup,
         on_shutdown=shutdown,
         ctx={"name": name},

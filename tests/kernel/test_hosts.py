@@ -1,0 +1,62 @@
+"""Several hosts sharing one Redis: each VPC is built by the workers of the host it is on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.kernel.conftest import Net
+from vpcq.workers.kernel import netns, probe
+
+pytestmark = pytest.mark.kernel
+
+
+def test_vpcs_on_two_hosts_sharing_one_redis_are_built_by_their_hosts_workers(net: Net):
+    edge = net.name("e")  # a second host: a namespace of its own, the same Redis
+    netns.create(edge)
+    try:
+        subprocess.run(["ip", "-n", edge, "link", "set", "lo", "up"], check=True)
+        net.start_worker()  # the default host's
+        net.start_worker(extra={"VPCQ_NETNS": edge, "VPCQ_HOST": "edge"})
+        a, b = net.name("a"), net.name("b")
+        c = net.client()
+        assert c.submit(
+            {"kind": "create-vpc", "name": a, "cidr": "10.0.0.0/16"},
+            {"kind": "add-subnet", "vpc": a, "name": "web", "cidr": "10.0.1.0/24"},
+            # the same CIDR on another host does not overlap: each gets its host route
+            {"kind": "create-vpc", "name": b, "cidr": "10.0.0.0/16", "host": "edge"},
+            {"kind": "add-subnet", "vpc": b, "name": "web", "cidr": "10.0.1.0/24"},
+        ) == ["applied"] * 4
+        state = c.state()
+        up_a, up_b = state.vpcs[a].uplink.a_if, state.vpcs[b].uplink.a_if
+
+        def links(ns: str) -> str:
+            return probe.save(ns, "ip", "-o", "link", "show")
+
+        assert up_a in links(net.host) and up_a not in links(edge)
+        assert up_b in links(edge) and up_b not in links(net.host)
+        for host, up in ((net.host, up_a), (edge, up_b)):
+            assert up in probe.save(host, "ip", "route", "show", "10.0.0.0/16")
+        # each host's worker applied its own VPCs' commands, and only those
+        logs = {w: (net.home / "log" / f"{w}.log").read_text() for w in ("w0", "w1")}
+        applied = {w: {ln.split('"vpcs": ["', 1)[1].split('"', 1)[0]
+                       for ln in text.splitlines() if '"event": "applied"' in ln}
+                   for w, text in logs.items()}
+        assert applied == {"w0": {a}, "w1": {b}}
+        listed = json.loads(net.vpcq("list", "--json").stdout)
+        assert {v["name"]: v["host"] for v in listed["vpcs"]} == {a: "default", b: "edge"}
+
+        p = net.vpcq("peer-vpcs", a, b)
+        assert p.returncode == 2 and "different hosts (default, edge)" in p.stderr
+        p = net.vpcq("cleanup", "--no-wait")
+        assert p.returncode == 2 and "vpcq cleanup --host HOST" in p.stderr
+        p = net.vpcq("cleanup", "--host", "edge")
+        assert p.returncode == 0, p.stderr
+        assert up_b not in links(edge) and up_a in links(net.host)
+        assert set(c.state().vpcs) == {a}
+        assert net.vpcq("drift").returncode == 0  # the default host's view: its VPC, intact
+    finally:
+        net.stop_workers()
+        netns.remove(edge)
