@@ -51,7 +51,7 @@ async def _time_to_start(redis_url: str, vpc: str, retry_first: float = 0) -> fl
     try:
         await _idle(worker)
         t0 = time.monotonic()
-        await JobQueue(redis).reconcile({vpc: "default"}, 1)
+        await JobQueue(redis).reconcile([(vpc, "default")], 1)
         while vpc not in started:
             assert time.monotonic() - t0 < 5, "the job waited for the idle poll (30 s)"
             await asyncio.sleep(0.005)
@@ -116,9 +116,9 @@ def test_a_batch_of_jobs_is_queued_in_one_round_trip_with_one_wake_message(redis
         await sub.get_message(timeout=1)  # the subscribe confirmation
         await redis.config_resetstat()
         queue = JobQueue(redis)
-        first = await queue.reconcile(dict.fromkeys("abc", "default"), 7)
+        first = await queue.reconcile(dict.fromkeys("abc", "default").items(), 7)
         calls = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
-        again = await queue.reconcile(dict.fromkeys("bd", "default"), 7)  # b is queued: only d is new
+        again = await queue.reconcile(dict.fromkeys("bd", "default").items(), 7)  # only d is new
         messages = []
         while (m := await sub.get_message(timeout=0.5)) is not None:
             messages.append(int(m["data"]))
@@ -151,7 +151,7 @@ def test_jobs_go_to_the_queue_of_their_vpcs_host(redis_url):
         sub = redis.pubsub()
         await sub.subscribe(wake_channel("vpcq:jobs@edge-1"))
         await sub.get_message(timeout=1)
-        queued = await JobQueue(redis).reconcile({"a": "default", "b": "edge-1", "c": "edge-1"}, 3)
+        queued = await JobQueue(redis).reconcile([("a", "default"), ("b", "edge-1"), ("c", "edge-1")], 3)
         default = [j.decode() for j in await redis.zrange("vpcq:jobs", 0, -1)]
         edge = [j.decode() for j in await redis.zrange("vpcq:jobs@edge-1", 0, -1)]
         message = await sub.get_message(timeout=1)
@@ -162,5 +162,5 @@ def test_jobs_go_to_the_queue_of_their_vpcs_host(redis_url):
     queued, default, edge, message = asyncio.run(go())
     assert queued == 3
     assert default == ["reconcile:a:3"]
-    assert sorted(edge) == ["reconcile:b:3", "reconcile:c:3"]
+    assert sorted(edge) == ["reconcile:b@edge-1:3", "reconcile:c@edge-1:3"]
     assert message is not None and int(message["data"]) == 2

@@ -52,11 +52,28 @@ def test_vpcs_on_two_hosts_sharing_one_redis_are_built_by_their_hosts_workers(ne
         assert p.returncode == 2 and "different hosts (default, edge)" in p.stderr
         p = net.vpcq("cleanup", "--no-wait")
         assert p.returncode == 2 and "vpcq cleanup --host HOST" in p.stderr
+
+        # b made again on the default host while its deletion on edge is still pending, in
+        # one batch: edge's workers delete it there, then the default host's make it here
+        assert c.submit(
+            {"kind": "delete-vpc", "name": b},
+            {"kind": "create-vpc", "name": b, "cidr": "10.5.0.0/16"},
+            {"kind": "add-subnet", "vpc": b, "name": "web", "cidr": "10.5.1.0/24"},
+        ) == ["applied"] * 3
+        up_b2 = c.state().vpcs[b].uplink.a_if
+        assert up_b not in links(edge)
+        assert up_b2 in links(net.host) and up_b2 not in links(edge)
+        assert "10.5.1.1" in probe.save(f"{b}-web", "ip", "-4", "-o", "addr", "show")
+
+        e = net.name("c")
+        net.client().ok("create-vpc", name=e, cidr="10.6.0.0/16", host="edge")
+        up_e = c.state().vpcs[e].uplink.a_if
+        assert up_e in links(edge)
         p = net.vpcq("cleanup", "--host", "edge")
         assert p.returncode == 0, p.stderr
-        assert up_b not in links(edge) and up_a in links(net.host)
-        assert set(c.state().vpcs) == {a}
-        assert net.vpcq("drift").returncode == 0  # the default host's view: its VPC, intact
+        assert up_e not in links(edge) and up_a in links(net.host) and up_b2 in links(net.host)
+        assert set(c.state().vpcs) == {a, b}
+        assert net.vpcq("drift").returncode == 0  # the default host's view: its VPCs, intact
     finally:
         net.stop_workers()
         netns.remove(edge)

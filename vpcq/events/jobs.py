@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 
 from arq.connections import ArqRedis
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
-from vpcq.config import queue_of
+from vpcq.config import DEFAULT_HOST, queue_of
 
 RECONCILE = "reconcile"
 
@@ -35,6 +35,12 @@ return queued
 """
 
 
+def _on(vpc: str, host: str) -> str:
+    """A job's VPC, and its host unless the default: a VPC made again on another host while
+    its deletion is pending has a job on each host at the same version."""
+    return vpc if host == DEFAULT_HOST else f"{vpc}@{host}"
+
+
 def wake_channel(queue: str) -> str:
     """Where idle workers of `queue` listen for "a job was queued"."""
     return f"{queue}:wake"
@@ -51,18 +57,17 @@ class JobQueue:
         self.redis = redis
         self._enqueue_script = redis.register_script(_ENQUEUE)
 
-    async def reconcile(self, vpcs: Mapping[str, str], version: int) -> int:
-        """Ask a worker of each VPC's host (`vpcs`: VPC -> host) to apply its pending
-        commands; the job id dedupes repeats. Returns how many jobs were queued (not already
+    async def reconcile(self, jobs: Iterable[tuple[str, str]], version: int) -> int:
+        """Ask a worker of a host to apply a VPC's pending commands, for each (VPC, host) of
+        `jobs`; the job id dedupes repeats. Returns how many jobs were queued (not already
         queued or running)."""
         return await self._enqueue(
-            [(host, (vpc,), f"reconcile:{vpc}:{version}") for vpc, host in vpcs.items()])
+            [(host, (vpc,), f"reconcile:{_on(vpc, host)}:{version}") for vpc, host in jobs])
 
-    async def repair(self, vpcs: Mapping[str, str], version: int) -> int:
-        """Ask a worker of each VPC's host to also compare it with the kernel and repair any
-        drift."""
+    async def repair(self, jobs: Iterable[tuple[str, str]], version: int) -> int:
+        """Ask a worker of a host to also compare a VPC with the kernel and repair any drift."""
         return await self._enqueue(
-            [(host, (vpc, True), f"repair:{vpc}:{version}") for vpc, host in vpcs.items()])
+            [(host, (vpc, True), f"repair:{_on(vpc, host)}:{version}") for vpc, host in jobs])
 
     async def _enqueue(self, jobs: list[tuple[str, tuple[object, ...], str]]) -> int:
         by_queue: dict[str, list[tuple[tuple[object, ...], str]]] = {}

@@ -132,7 +132,7 @@ class Orchestrator:
             state = folder.build()
             envelopes: list[Envelope] = []
             results: list[Submitted] = []
-            hosts: dict[str, str] = {}  # each VPC the batch touches -> the host that builds it
+            jobs: dict[tuple[str, str], None] = {}  # (VPC, host): a job for each, in order
             seq = state.seq
             for i, (command, cid) in enumerate(zip(commands, cmd_ids, strict=True)):
                 past = await self.loader.at(command.to_seq) if isinstance(command, Rollback) else None
@@ -166,12 +166,16 @@ class Orchestrator:
                             event=ChangeApplied(command_id=cid, vpcs=()),
                         )
                     )
-                for v in events[0].aggregates():  # before the fold: a deleted VPC is gone after it
-                    known = state.vpcs.get(v)
+                for v in events[0].aggregates():  # where it is before the command (a deleted
+                    known = state.vpcs.get(v)     # VPC is gone after it) and after it (made)
                     if known is not None:
-                        hosts.setdefault(v, known.host)
+                        jobs[v, known.host] = None
                 for env in envs:
                     folder.envelope(env)
+                for v in events[0].aggregates():
+                    known = folder.vpcs.get(v)
+                    if known is not None:
+                        jobs[v, known.host] = None
                 state = folder.build()  # a view: decide never keeps it
                 results.append(
                     Submitted(cid, seq + 1, seq + len(envs), events[0].aggregates())
@@ -185,9 +189,6 @@ class Orchestrator:
                 # random pause so that racing clients do not collide in lockstep
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
                 continue
-            for v in (v for r in results for v in r.vpcs if v not in hosts):
-                made = folder.vpcs.get(v)  # made by this batch
-                hosts[v] = made.host if made is not None else ""
-            await self.queue.reconcile(hosts, version)
+            await self.queue.reconcile(jobs, version)
             return results
         raise ConcurrencyError(state.seq, await self.store.version())

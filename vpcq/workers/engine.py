@@ -132,14 +132,16 @@ class Engine:
         settled = 0
         for _ in range(10_000):
             state = await self.cache.refresh()
-            if self.cache.host_of(vpc) != self.host:  # a job queued for another host's VPC
-                log.error("not this host's VPC: left to its host", vpc=vpc,
-                          host=self.cache.host_of(vpc), this_host=self.host)
-                return settled
             pending = state.pending_for(vpc)
             if not pending:
-                if repair:
+                if repair and self.cache.host_of(vpc) == self.host:
                     await self.repair([vpc])
+                return settled
+            host = self.cache.command_host(pending[0], vpc)
+            if host != self.host:
+                # its next command is another host's (the VPC is made again there, or still
+                # to be deleted there): that host's workers apply it, and wake this one after
+                await self.queue.reconcile([(vpc, host)], state.seq)
                 return settled
             group = self._group(state, pending, vpc)
             names = sorted({v for c in group for v in c.vpcs})
@@ -166,7 +168,7 @@ class Engine:
             return [first]
         group = []
         for c in pending:
-            if c.vpcs != (vpc,):
+            if c.vpcs != (vpc,) or self.cache.command_host(c, vpc) != self.host:
                 break
             group.append(c)
         return group
@@ -182,7 +184,7 @@ class Engine:
             if cid not in settled and set(c.vpcs) & set(names):
                 wake.update(c.vpcs)
         if wake:
-            await self.queue.reconcile(self.cache.hosts(sorted(wake)), state.seq)
+            await self.queue.reconcile(self.cache.next_jobs(state, wake, settled), state.seq)
 
     # ---- drift --------------------------------------------------------------------------
 
@@ -352,7 +354,8 @@ class Engine:
             except ConcurrencyError:
                 continue
             touched = sorted({v for e in events for v in e.aggregates()})
-            await self.queue.reconcile(self.cache.hosts(touched), state.seq + len(envs))
+            await self.queue.reconcile(self.cache.next_jobs(state, touched, {failed.id}),
+                                       state.seq + len(envs))
             return
         raise ConcurrencyError(-1, -1)
 

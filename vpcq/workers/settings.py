@@ -71,7 +71,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     # and checks every VPC against the kernel (a reboot leaves the log, not the kernel)
     state = await engine.cache.refresh()
     behind = sorted({v for cid in state.pending for v in state.commands[cid].vpcs})
-    await queue.reconcile(engine.cache.hosts(behind), state.seq)
+    await queue.reconcile(engine.cache.next_jobs(state, behind), state.seq)
     if os.environ.get("VPCQ_RESTORE_ON_START", "1") == "1":
         await queue.repair(_mine(engine, state), state.seq)
     interval = float(os.environ.get("VPCQ_DRIFT_INTERVAL", "0"))
@@ -88,9 +88,9 @@ async def _drift_timer(engine: Engine, interval: float) -> None:
         await engine.queue.repair(_mine(engine, state), int(time.time()))
 
 
-def _mine(engine: Engine, state: State) -> dict[str, str]:
-    """The VPCs placed on this worker's host, each -> the host."""
-    return {v: engine.host for v in sorted(state.vpcs) if state.vpcs[v].host == engine.host}
+def _mine(engine: Engine, state: State) -> list[tuple[str, str]]:
+    """(VPC, this host) for each VPC placed on this worker's host."""
+    return [(v, engine.host) for v in sorted(state.vpcs) if state.vpcs[v].host == engine.host]
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -77,7 +77,8 @@ class Kernel:
         self._lock_path = lock_path  # serialises host rule changes between this host's workers
         self.apps = Apps(apps_dir)
         self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
-        self._dying: list[tuple[str | None, str]] = []  # far ends of removed namespaces' veths
+        # far ends of removed namespaces' veths: (namespace, its inode, link, its index)
+        self._dying: list[tuple[str | None, int | None, str, int]] = []
         # a vpcq namespace -> ((nsfs inode, nft generation), rules as last read)
         self._rules_seen: dict[str, tuple[tuple[int | None, int], str]] = {}
         self._host = HostRules(lock_path.with_name("host-rules.cache"))  # the host's
@@ -195,8 +196,9 @@ class Kernel:
         between would see objects that are about to vanish.
         """
         deadline = time.monotonic() + timeout
-        for where, name in self._dying:
-            while (where is None or netns.exists(where)) and await self.nl.exists(where, name):
+        for where, ino, name, index in self._dying:
+            while ((where is None or netns.inode(where) == ino)
+                   and await self.nl.ifindex(where, name) == index):
                 if time.monotonic() > deadline:
                     raise KernelError("wait for", f"{name} in {where or 'host'} to go away",
                                       "its namespace was removed but it is still there",
@@ -273,9 +275,20 @@ class Kernel:
                 self.nl.forget(r.name)  # sockets of an older namespace of that name go too
                 self._rules_seen.pop(r.name, None)
                 if delete:
+                    # the far ends, as they are now: another namespace or link may take a
+                    # name later (the VPC made again by another worker), and is no end of ours
+                    for where, name in [(v.peer_ns, v.peer_name) if v.ns == r.name else (v.ns, v.name)
+                                        for v in self._veths_seen if r.name in (v.ns, v.peer_ns)]:
+                        ino = netns.inode(where) if where is not None else None
+                        if where is not None and ino is None:
+                            continue  # that namespace is gone already, and its links with it
+                        try:
+                            index = await self.nl.ifindex(where, name)
+                        except (KernelError, OSError):
+                            continue  # not a namespace any more (a removal cut short)
+                        if index is not None:
+                            self._dying.append((where, ino, name, index))
                     netns.remove(r.name)
-                    self._dying += [(v.peer_ns, v.peer_name) if v.ns == r.name else (v.ns, v.name)
-                                    for v in self._veths_seen if r.name in (v.ns, v.peer_ns)]
                 else:
                     await netns.acreate(r.name)
             case Sysctl():

@@ -194,6 +194,10 @@ class Netlink:
     async def exists(self, ns: str | None, name: str) -> bool:
         return self._lookup(ns, name) is not None
 
+    async def ifindex(self, ns: str | None, name: str) -> int | None:
+        """The link's index, None if there is no such link (one RTM_GETLINK, uncached)."""
+        return self._lookup(ns, name)
+
     def index(self, ns: str | None, name: str) -> int:
         cached = self._index.get(ns, {}).get(name)
         if cached is not None:
