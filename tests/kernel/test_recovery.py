@@ -256,3 +256,36 @@ def test_a_stopped_worker_finishes_the_change_it_is_applying(net: Net):
         r.close()
     assert netns.exists(net.client().state().vpcs[v].router_ns)
     assert net.vpcq("drift").returncode == 0
+
+
+def test_a_vpc_made_again_by_another_worker_does_not_stall_the_one_that_deleted_it(net: Net):
+    """A worker that removes a namespace waits, at its next change, for the far ends of
+    its veths to go. If another worker has made the VPC again meanwhile, links of the same
+    names exist again: they are not the ones it waits for."""
+    net.start_worker(2)
+    w0, w1 = net.workers
+    c = net.client()
+    v = net.name("m")
+    make = [{"kind": "create-vpc", "name": v, "cidr": "10.8.0.0/16"},
+            {"kind": "add-subnet", "vpc": v, "name": "web", "cidr": "10.8.1.0/24"}]
+    w1.send_signal(signal.SIGSTOP)  # w0 makes and deletes it
+    try:
+        assert c.submit(*make) == ["applied"] * 2
+        assert c.submit({"kind": "delete-vpc", "name": v}) == ["applied"]
+    finally:
+        w1.send_signal(signal.SIGCONT)
+    w0.send_signal(signal.SIGSTOP)  # w1 makes it again
+    try:
+        assert c.submit(*make) == ["applied"] * 2
+    finally:
+        w0.send_signal(signal.SIGCONT)
+    w1.send_signal(signal.SIGSTOP)  # w0's next change
+    try:
+        t0 = time.monotonic()
+        assert c.submit({"kind": "create-vpc", "name": net.name("n"), "cidr": "10.9.0.0/16"}) == ["applied"]
+        assert time.monotonic() - t0 < 3
+    finally:
+        w1.send_signal(signal.SIGCONT)
+    applied = [ln for ln in (net.home / "log" / "w0.log").read_text().splitlines()
+               if '"event": "applied"' in ln]
+    assert len(applied) == 3 and f'"vpcs": ["{net.name("n")}"]' in applied[-1]  # w0's, all
