@@ -48,6 +48,8 @@ def test_vpcs_on_two_hosts_sharing_one_redis_are_built_by_their_hosts_workers(ne
         listed = json.loads(net.vpcq("list", "--json").stdout)
         assert {v["name"]: v["host"] for v in listed["vpcs"]} == {a: "default", b: "edge"}
 
+        p = net.vpcq("drift", b)  # looked at from the default host: not its VPC
+        assert p.returncode == 2 and f"{b} is on host edge, not on this one (default)" in p.stderr
         p = net.vpcq("peer-vpcs", a, b)
         assert p.returncode == 2 and "different hosts (default, edge)" in p.stderr
         p = net.vpcq("cleanup", "--no-wait")
