@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
-from tests.kernel.conftest import Net
+from tests.kernel.conftest import Net, wait_until
 from vpcq.workers.kernel import netns, probe
 
 pytestmark = pytest.mark.kernel
@@ -45,11 +46,22 @@ def test_vpcs_on_two_hosts_sharing_one_redis_are_built_by_their_hosts_workers(ne
                        for ln in text.splitlines() if '"event": "applied"' in ln}
                    for w, text in logs.items()}
         assert applied == {"w0": {a}, "w1": {b}}
+        # a worker starting on the default host (after a reboot) restores its host's VPCs only
+        net.start_worker()
+
+        def logs() -> str:
+            return "".join((net.home / "log" / f"w{i}.log").read_text() for i in range(3))
+
+        assert wait_until(lambda: f"repair:{a}:" in logs(), 10)
+        time.sleep(0.5)
+        assert f"repair:{b}" not in logs()
         listed = json.loads(net.vpcq("list", "--json").stdout)
         assert {v["name"]: v["host"] for v in listed["vpcs"]} == {a: "default", b: "edge"}
 
         p = net.vpcq("drift", b)  # looked at from the default host: not its VPC
         assert p.returncode == 2 and f"{b} is on host edge, not on this one (default)" in p.stderr
+        p = net.vpcq("drift")  # every VPC of the default host, none of edge's
+        assert p.returncode == 0, p.stdout
         p = net.vpcq("peer-vpcs", a, b)
         assert p.returncode == 2 and "different hosts (default, edge)" in p.stderr
         p = net.vpcq("cleanup", "--no-wait")
