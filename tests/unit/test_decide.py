@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -22,6 +23,7 @@ from vpcq.events.schema import (
     VpcsPeered,
     VpcsUnpeered,
 )
+from vpcq.orchestrator import naming
 from vpcq.orchestrator.decide import decide
 from vpcq.orchestrator.naming import overlap
 
@@ -55,6 +57,12 @@ def test_link_nets_are_not_reused_soon_after_delete():
     state = given(VPC, cmd("delete-vpc", name="my-vpc"))
     _, created = decide(OTHER, state)
     assert created.uplink.net == "100.64.0.4/30"
+
+
+def test_once_the_link_net_pool_wrapped_around_a_live_link_net_is_skipped():
+    state = dataclasses.replace(given(VPC), linknet_hwm=naming.LINKNET_SLOTS)
+    _, created = decide(OTHER, state)
+    assert created.uplink.net == "100.64.0.4/30"  # 100.64.0.0/30 is my-vpc's uplink
 
 
 @pytest.mark.parametrize(

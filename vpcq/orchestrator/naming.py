@@ -12,6 +12,7 @@ from vpcq.events.schema import LinkNet
 IFNAMSIZ = 15
 LINKNET_POOL = ipaddress.IPv4Network("100.64.0.0/10")
 _POOL_BASE = int(LINKNET_POOL.network_address)
+LINKNET_SLOTS = LINKNET_POOL.num_addresses // 4  # /30s in the pool
 HOST_PREFIX = "vq"  # every host-side interface vpcq makes starts with this
 ROUTER_NS_PREFIX = "vpcq_"  # router namespaces; '_' never appears in a user's name
 UPLINK_IF = "uplink"  # the router's end of its uplink
@@ -79,6 +80,11 @@ def linknet_index(net: str) -> int:
     return (((a << 24) | (b << 16) | (c << 8) | d) - _POOL_BASE) // 4
 
 
+def linknet_at(index: int) -> ipaddress.IPv4Network:
+    """The /30 at `index` in the pool (the inverse of `linknet_index`)."""
+    return ipaddress.IPv4Network((_POOL_BASE + 4 * index, 30))
+
+
 def allocate_linknet(used: Iterable[str], start: int = 0) -> ipaddress.IPv4Network:
     """The first free /30 of 100.64.0.0/10 at or after index `start`, wrapping around.
 
@@ -86,11 +92,10 @@ def allocate_linknet(used: Iterable[str], start: int = 0) -> ipaddress.IPv4Netwo
     link-net is not reused soon, so restoring an old VPC never finds its link-net taken.
     """
     taken = {linknet_index(n) for n in used}
-    size = LINKNET_POOL.num_addresses // 4
-    for j in range(size):
-        i = (start + j) % size
+    for j in range(LINKNET_SLOTS):
+        i = (start + j) % LINKNET_SLOTS
         if i not in taken:
-            return ipaddress.IPv4Network((_POOL_BASE + 4 * i, 30))
+            return linknet_at(i)
     raise RuntimeError("the link-net pool 100.64.0.0/10 is exhausted")  # pragma: no cover
 
 
