@@ -13,6 +13,8 @@ class DomainError(VpcqError):
     """A command was rejected by the rules of the domain; nothing was appended."""
 
     exit_code = 2
+    index: int | None = None  # which command of a batch (set by the orchestrator)
+    where: str | None = None  # where that command is in its file: "line 4", "item 2"
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")

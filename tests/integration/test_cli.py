@@ -154,6 +154,50 @@ def test_a_bad_batch_line_rejects_the_whole_batch_with_its_line_number(env, redi
     assert Client(redis_url).events() == []
 
 
+def test_a_json_batch_takes_command_lines_and_objects(env, redis_url, tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"ingress": [{"port": 80, "protocol": "tcp", "action": "allow"}]}))
+    items = [
+        "create-vpc a 10.0.0.0/16",
+        {"kind": "add-subnet", "vpc": "a", "name": "web", "cidr": "10.0.1.0/24", "type": "public"},
+        {"kind": "add-subnet", "vpc": "a", "name": "db", "cidr": "10.0.2.0/24"},
+        {"kind": "apply-firewall", "vpc": "a", "subnet": "web", "file": str(rules)},
+        {"kind": "apply-firewall", "vpc": "a", "subnet": "db",
+         "firewall": {"ingress": [{"protocol": "tcp", "port": "5432", "cidr": "10.0.1.0/24",
+                                   "action": "allow"}], "default": "deny"}},
+    ]
+    p = run_cli(["submit", "-f", "-", "--no-wait"], env, stdin=json.dumps(items, indent=1))
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.split()) == 5
+    subnets = Client(redis_url).state().vpcs["a"].subnets
+    assert subnets["web"].public and not subnets["db"].public
+    assert [(r.port, r.action) for r in subnets["web"].firewall.ingress] == [("80", "allow")]
+    assert subnets["db"].firewall.default == "deny"
+    assert subnets["db"].firewall.ingress[0].cidr == "10.0.1.0/24"
+    # an object is a command's kind and args as `vpcq log --json` shows them
+    logged = [json.loads(x)["event"] for x in run_cli(["log", "--json"], env).stdout.splitlines()]
+    commands = [{"kind": e["kind"], **e["args"]} for e in logged if e["type"] == "CommandAccepted"]
+    assert commands[1:3] == [items[1], {**items[2], "type": "private"}]
+
+
+def test_a_bad_json_batch_item_rejects_the_whole_batch_with_its_number(env, redis_url):
+    for stdin, where in [
+        ('["create-vpc a 10.0.0.0/16", "create-vpc b 10.0.0.0/33"]', "item 2: cidr:"),
+        ('["create-vpc a 10.0.0.0/16", {"kind": "create-vpc", "name": "a", "cidr": "10.9.0.0/16"}]',
+         "item 2: name: a VPC named 'a' already exists"),
+        ('["create-vpc a 10.0.0.0/16", {"kind": "frobnicate"}]', "item 2:"),
+        ('["create-vpc a 10.0.0.0/16", 7]', "item 2: command: an item is a command line or an object"),
+        ('[\n"create-vpc a 10.0.0.0/16",\n]', "line 3: file: not a JSON list"),
+        ('["create-vpc a 10.0.0.0/16" "x"]', "line 1: file: not a JSON list"),
+    ]:
+        p = run_cli(["submit", "-f", "-", "--no-wait"], env, stdin=stdin)
+        assert p.returncode == 2, (stdin, p.stdout)
+        assert where in one_line_error(p), (stdin, p.stderr)
+    p = run_cli(["submit", "-f", "-", "--no-wait"], env, stdin='[]')
+    assert p.returncode == 2 and "no commands in the batch" in one_line_error(p)
+    assert Client(redis_url).events() == []
+
+
 def test_apply_firewall_reads_the_tutorial_json(env, tmp_path, redis_url):
     for args in (["create-vpc", "my-vpc", "10.0.0.0/16"],
                  ["add-subnet", "my-vpc", "web-subnet", "10.0.1.0/24"]):

@@ -11,9 +11,9 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 
@@ -68,7 +68,7 @@ async def run(ns: argparse.Namespace) -> int:
 
 
 def _command_from(d: dict[str, Any]) -> Command:
-    if d["kind"] == "apply-firewall":
+    if d["kind"] == "apply-firewall" and "file" in d:  # else its rules are in d["firewall"]
         path = d.pop("file")
         try:
             text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115
@@ -81,35 +81,75 @@ def _command_from(d: dict[str, Any]) -> Command:
     return parse_command(d)
 
 
-def _batch(text: str) -> tuple[list[Command], list[int]]:
-    """One command per line, `#` comments and blank lines allowed; errors carry the line."""
+def _batch(text: str) -> tuple[list[Command], list[str]]:
+    """A batch file, and where each command is in it (for errors): one command per line, `#`
+    comments and blank lines allowed; or a JSON list (see `_json_batch`)."""
+    if text.lstrip().startswith("["):
+        return _json_batch(text)
     out: list[Command] = []
-    lines: list[int] = []
+    places: list[str] = []
     for n, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        try:
-            words = shlex.split(stripped, comments=True)
-            out.append(_command_from(parse_words(words)))
-        except (ValueError, UsageError) as e:
-            err = DomainError("command", str(e))
-            err.line = n  # type: ignore[attr-defined]
-            raise err from None
-        except DomainError as e:
-            e.line = n  # type: ignore[attr-defined]
-            raise
-        lines.append(n)
-    return out, lines
+        out.append(_placed(f"line {n}", _line_command, stripped))
+        places.append(f"line {n}")
+    return out, places
+
+
+def _json_batch(text: str) -> tuple[list[Command], list[str]]:
+    """A JSON list whose items are command lines (`"create-vpc prod 10.1.0.0/16"`) or objects
+    (`{"kind": "create-vpc", "name": "prod", "cidr": "10.1.0.0/16"}`: a kind and its args,
+    as `vpcq log --json` shows a CommandAccepted). Items are numbered from 1."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        err = DomainError("file", f"not a JSON list ({e.msg})")
+        err.where = f"line {e.lineno}"
+        raise err from None
+    if not isinstance(items, list):
+        raise DomainError("file", "a batch that starts with '[' must be a JSON list")
+    out: list[Command] = []
+    for n, item in enumerate(items, 1):
+        if isinstance(item, str):
+            out.append(_placed(f"item {n}", _line_command, item))
+        elif isinstance(item, dict) and isinstance(item.get("kind"), str):
+            out.append(_placed(f"item {n}", _command_from, dict(item)))
+        else:
+            err = DomainError("command", "an item is a command line or an object with a \"kind\"")
+            err.where = f"item {n}"
+            raise err
+    return out, [f"item {n}" for n in range(1, len(out) + 1)]
+
+
+def _line_command(line: str) -> Command:
+    """A command in the CLI's own words: `add-subnet prod web 10.1.1.0/24 --type public`."""
+    return _command_from(parse_words(shlex.split(line, comments=True)))
+
+
+T = TypeVar("T")
+
+
+def _placed(where: str, make: Callable[[T], Command], arg: T) -> Command:
+    """One command of a batch; an error in it says where it is."""
+    try:
+        return make(arg)
+    except (ValueError, UsageError) as e:
+        err = DomainError("command", str(e))
+        err.where = where
+        raise err from None
+    except DomainError as e:
+        e.where = where
+        raise
 
 
 async def _submit_cmd(ns: argparse.Namespace) -> int:
     if ns.file:
         text = sys.stdin.read() if ns.file == "-" else _read(ns.file)
-        commands, lines = _batch(text)
+        commands, places = _batch(text)
         if not commands:
             raise DomainError("file", "no commands in the batch")
-        return await _submit(ns, commands, lines)
+        return await _submit(ns, commands, places)
     # the wait flags may follow the command's own words: `submit create-vpc a 10.0.0.0/16 --no-wait`
     extra = Parser(add_help=False)
     extra.add_argument("--no-wait", action="store_true")
@@ -134,7 +174,7 @@ def _read(path: str) -> str:
 
 
 async def _submit(
-    ns: argparse.Namespace, commands: list[Command], lines: list[int] | None = None
+    ns: argparse.Namespace, commands: list[Command], places: list[str] | None = None
 ) -> int:
     async with _redis() as redis:
         store = EventStore(redis, config.KEY_PREFIX)
@@ -142,9 +182,8 @@ async def _submit(
         try:
             submitted = await orch.submit_batch(commands)
         except DomainError as e:
-            idx = getattr(e, "index", None)
-            if idx is not None:
-                e.line = lines[idx] if lines else idx + 1  # type: ignore[attr-defined]
+            if e.index is not None:
+                e.where = places[e.index] if places else f"command {e.index + 1}"
             raise
         if ns.no_wait:
             for s in submitted:

@@ -49,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vpcq: error: {e}", file=sys.stderr)
         return 2
     except VpcqError as e:
-        where = f"line {e.line}: " if getattr(e, "line", None) else ""  # type: ignore[attr-defined]
-        print(f"vpcq: error: {where}{e}", file=sys.stderr)
+        where = getattr(e, "where", None)
+        print(f"vpcq: error: {where + ': ' if where else ''}{e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

@@ -116,9 +116,13 @@ def build() -> Parser:
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
     add_mutations(sub, with_flags=True)
 
-    s = _cmd(sub, "submit", "submit one command, or a batch file (one command per line)",
-             "vpcq submit create-vpc prod 10.1.0.0/16   |   vpcq submit -f batch.txt")
-    s.add_argument("-f", "--file", help="batch file, one command per line; - for stdin")
+    s = _cmd(sub, "submit", "submit one command, or a batch file (one command per line, or a "
+             "JSON list)",
+             "vpcq submit create-vpc prod 10.1.0.0/16   |   vpcq submit -f batch.txt\n"
+             "  echo '[\"create-vpc a 10.2.0.0/16\", {\"kind\": \"create-vpc\", \"name\": \"b\", "
+             "\"cidr\": \"10.3.0.0/16\"}]' | vpcq submit -f -")
+    s.add_argument("-f", "--file", help="batch file: one command per line (# comments), or a JSON "
+                   "list of command lines and {\"kind\": ...} objects; - for stdin")
     s.add_argument("words", nargs=argparse.REMAINDER, help="a command and its arguments")
     _wait_flags(s)
 

@@ -140,7 +140,7 @@ class Orchestrator:
                     events = decide(command, state, past)
                 except DomainError as e:
                     if len(commands) > 1:
-                        e.index = i  # type: ignore[attr-defined]
+                        e.index = i
                     raise
                 now = self.clock()
                 envs = [
