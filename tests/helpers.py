@@ -140,6 +140,14 @@ class Client:
 
         return asyncio.run(self._with(go))
 
+    def listening(self, *hosts: str) -> dict[str, int]:
+        """How many workers of each host are up (see JobQueue.listening)."""
+
+        async def go(r: Any, store: EventStore) -> dict[str, int]:
+            return await JobQueue(r).listening(hosts)
+
+        return asyncio.run(self._with(go))  # type: ignore[no-any-return]
+
     def events(self) -> list[Any]:
         async def go(r: Any, store: EventStore) -> Any:
             return await store.read()

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -104,6 +105,18 @@ def test_waiting_without_a_worker_times_out_with_a_hint(env):
     p = run_cli(["create-vpc", "a", "10.0.0.0/16", "--timeout", "0.5"], env)
     assert p.returncode == 4
     assert "is a worker running?" in p.stderr
+
+
+def test_a_host_with_no_worker_up_is_named_while_its_commands_wait(env):
+    t0 = time.monotonic()
+    p = run_cli(["submit", "-f", "-", "--timeout", "3"], env,
+                stdin="create-vpc a 10.0.0.0/16\ncreate-vpc b 10.1.0.0/16 --host edge\n")
+    assert p.returncode == 4
+    lines = p.stderr.splitlines()
+    assert "vpcq: no worker of host 'default' is up (start one: `vpcq up`); waiting up to 3 s" in lines
+    assert ("vpcq: no worker of host 'edge' is up (start one: `VPCQ_HOST=edge vpcq worker`); "
+            "waiting up to 3 s") in lines
+    assert time.monotonic() - t0 >= 3  # a hint: it still waits for a worker to come
 
 
 def test_list_log_and_replay(env):
@@ -247,6 +260,24 @@ def test_up_and_down_manage_an_embedded_redis(tmp_path):
         assert run(["list"]).returncode == 3
         run(["up", "--workers", "0"])
         assert "VPC a" in run(["list"]).stdout  # the data survived down/up
+    finally:
+        run(["down"])
+
+
+def test_up_reports_a_worker_that_exits_while_starting(tmp_path):
+    home = tmp_path / "h"
+    env = {k: v for k, v in os.environ.items() if k != "VPCQ_REDIS_URL"}
+    # a worker told to work in a namespace that does not exist stops at once, and says why
+    env.update(VPCQ_HOME=str(home), VPCQ_NETNS="vqtest-no-such-ns")
+    run = lambda args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "vpcq.cli.main", *args], capture_output=True, text=True,
+        env=env, timeout=60)
+    try:
+        p = run(["up", "--workers", "1"])
+        assert p.returncode == 3, p.stdout
+        err = one_line_error(p)
+        assert "worker-1 exited while starting: vpcq: error:" in err and "vqtest-no-such-ns" in err
+        assert f"{home}/log/worker-1.out" in err
     finally:
         run(["down"])
 

@@ -88,6 +88,16 @@ def test_vpcs_on_two_hosts_sharing_one_redis_are_built_by_their_hosts_workers(ne
         assert up_e not in links(edge) and up_a in links(net.host) and up_b2 in links(net.host)
         assert set(c.state().vpcs) == {a, b}
         assert net.vpcq("drift").returncode == 0  # the default host's view: its VPCs, intact
+
+        # with edge's worker stopped, a command for edge waits, and the CLI says why
+        assert c.listening("default", "edge") == {"default": 2, "edge": 1}  # w0, w2; w1
+        net.workers[1].terminate()
+        assert net.workers[1].wait(15) == 0
+        assert c.listening("default", "edge") == {"default": 2, "edge": 0}
+        p = net.vpcq("create-vpc", net.name("d"), "10.7.0.0/16", "--host", "edge", "--timeout", "3")
+        assert p.returncode == 4
+        assert "vpcq: no worker of host 'edge' is up (start one: `VPCQ_HOST=edge vpcq worker`)" \
+            in p.stderr
     finally:
         net.stop_workers()
         netns.remove(edge)

@@ -289,3 +289,18 @@ def test_a_vpc_made_again_by_another_worker_does_not_stall_the_one_that_deleted_
     applied = [ln for ln in (net.home / "log" / "w0.log").read_text().splitlines()
                if '"event": "applied"' in ln]
     assert len(applied) == 3 and f'"vpcs": ["{net.name("n")}"]' in applied[-1]  # w0's, all
+
+
+def test_vpcq_up_returns_once_its_workers_take_jobs_and_down_stops_them(net: Net):
+    try:
+        p = net.vpcq("up", "--workers", "2")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == "started 2 worker(s)"
+        assert net.client().listening("default") == {"default": 2}  # at once, not in a moment
+        a = net.name("a")
+        assert net.vpcq("create-vpc", a, "10.0.0.0/16").returncode == 0
+        assert net.vpcq("delete-vpc", a).returncode == 0
+    finally:
+        p = net.vpcq("down")
+    assert p.stdout.strip() == "stopped worker-1, worker-2", p.stdout
+    assert net.client().listening("default") == {"default": 0}

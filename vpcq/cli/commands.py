@@ -20,7 +20,7 @@ from arq.connections import ArqRedis
 from vpcq import config, logs
 from vpcq.cli import embedded, render
 from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words
-from vpcq.errors import DomainError
+from vpcq.errors import ConfigError, DomainError
 from vpcq.events.commands import Command, parse_command, parse_firewall
 from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
@@ -178,7 +178,8 @@ async def _submit(
 ) -> int:
     async with _redis() as redis:
         store = EventStore(redis, config.KEY_PREFIX)
-        orch = Orchestrator(redis, store, JobQueue(redis), actor())
+        queue = JobQueue(redis)
+        orch = Orchestrator(redis, store, queue, actor())
         try:
             submitted = await orch.submit_batch(commands)
         except DomainError as e:
@@ -189,7 +190,7 @@ async def _submit(
             for s in submitted:
                 print(json.dumps(_sub_json(s)) if ns.json else s.command_id)
             return 0
-        outcomes = await _wait(store, submitted, ns.timeout, progress=len(submitted) > 1)
+        outcomes = await _wait(store, queue, submitted, ns.timeout, progress=len(submitted) > 1)
     return _report(ns, submitted, outcomes)
 
 
@@ -197,13 +198,30 @@ def _sub_json(s: Submitted) -> dict[str, Any]:
     return {"command_id": s.command_id, "seq": s.first_seq, "vpcs": list(s.vpcs)}
 
 
+# How long a command may wait before the CLI checks that its hosts have a worker at all: a
+# worker started a moment ago (`vpcq up; vpcq create-vpc ...`) listens from its first poll.
+NO_WORKER_GRACE = 2.0
+
+
 async def _wait(
-    store: EventStore, submitted: list[Submitted], timeout: float, progress: bool
+    store: EventStore, queue: JobQueue, submitted: list[Submitted], timeout: float,
+    progress: bool,
 ) -> dict[str, ChangeApplied | ChangeFailed]:
     want = {s.command_id for s in submitted}
     outcomes: dict[str, ChangeApplied | ChangeFailed] = {}
     start = time.monotonic()
     tty = progress and sys.stderr.isatty()
+
+    async def no_worker() -> None:
+        """Say so at once when nothing can apply a command: no worker of its host is up."""
+        await asyncio.sleep(min(NO_WORKER_GRACE, timeout))
+        hosts = [h for s in submitted if s.command_id not in outcomes for h in s.hosts]
+        lead = "\n" if tty else ""  # off the progress bar's line
+        for host, n in (await queue.listening(hosts)).items():
+            if n == 0:
+                start_one = "vpcq up" if host == config.host_id() else f"VPCQ_HOST={host} vpcq worker"
+                print(f"{lead}vpcq: no worker of host {host!r} is up (start one: `{start_one}`); "
+                      f"waiting up to {timeout:.0f} s", file=sys.stderr)
 
     async def follow() -> None:
         after = submitted[0].first_seq
@@ -216,10 +234,15 @@ async def _wait(
                 if len(outcomes) == len(want):
                     return
 
+    check = asyncio.create_task(no_worker())
     try:
         await asyncio.wait_for(follow(), timeout)
     except TimeoutError:
         pass
+    finally:
+        check.cancel()
+        # only a hint: if it could not be given (Redis went away), follow() has said why
+        await asyncio.gather(check, return_exceptions=True)
     if tty:
         print(file=sys.stderr)
     return outcomes
@@ -318,14 +341,35 @@ async def _up(ns: argparse.Namespace) -> int:
     p = config.paths()
     if "VPCQ_REDIS_URL" not in os.environ and embedded.start_redis(p):
         print(f"started redis-server ({p.redis_sock})")
-    async with _redis():
-        pass  # reachable, or ConfigError with the one-line reason
-    started = embedded.start_workers(p, ns.workers, ns.verbose)
-    if started:
-        print(f"started {len(started)} worker(s)")
-    else:
-        print(f"all {ns.workers} worker(s) already running" if ns.workers else "no worker (--workers 0)")
+    async with _redis() as redis:  # reachable, or ConfigError with the one-line reason
+        started = embedded.start_workers(p, ns.workers, ns.verbose)
+        if not started:
+            print(f"all {ns.workers} worker(s) already running" if ns.workers else "no worker (--workers 0)")
+            return 0
+        listening = await _started(p, JobQueue(redis), started, ns.workers)
+    print(f"started {len(started)} worker(s)" + ("" if listening else
+          f"; still starting after {UP_WAIT:.0f} s (see {p.logs}/worker-*.out)"))
     return 0
+
+
+UP_WAIT = 30.0  # how long `vpcq up` waits for the workers it started to take jobs
+
+
+async def _started(p: config.Paths, queue: JobQueue, started: list[int], want: int) -> bool:
+    """Wait until `want` workers of this host take jobs; False if that took over UP_WAIT.
+    A worker that exits meanwhile is an error naming what it said last."""
+    host = config.host_id()
+    deadline = time.monotonic() + UP_WAIT
+    while (await queue.listening([host]))[host] < want:
+        dead = embedded.exited(p, started)
+        if dead:
+            i, last = dead[0]
+            raise ConfigError(f"worker-{i} exited while starting: {last} "
+                              f"(all it said: {p.logs}/worker-{i}.out)")
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 async def _down(ns: argparse.Namespace) -> int:

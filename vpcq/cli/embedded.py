@@ -39,6 +39,18 @@ def _alive(pidfile: Path) -> int | None:
     return pid
 
 
+def _running(pidfile: Path) -> bool:
+    """`_alive`, for a process this one may have started: an exited child is a zombie until
+    it is reaped, and signal 0 still finds it."""
+    pid = _alive(pidfile)
+    if pid is None:
+        return False
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != pid
+    except ChildProcessError:  # not our child: _alive said
+        return True
+
+
 def _prepare(p: Paths) -> None:
     for d in (p.home, p.data, p.run, p.logs, p.apps):
         d.mkdir(parents=True, exist_ok=True)
@@ -108,6 +120,16 @@ def start_workers(p: Paths, n: int, verbose: bool = False) -> list[int]:
         p.worker_pid(i).write_text(f"{proc.pid}\n")
         started.append(i)
     return started
+
+
+def exited(p: Paths, numbers: list[int]) -> list[tuple[int, str]]:
+    """Of workers `numbers`, those no longer running, each with the last line of its output."""
+    out = []
+    for i in numbers:
+        if not _running(p.worker_pid(i)):
+            lines = (p.logs / f"worker-{i}.out").read_text(errors="replace").strip().splitlines()
+            out.append((i, lines[-1] if lines else "no output"))
+    return out
 
 
 def stop_all(p: Paths, timeout: float = 10.0) -> list[str]:

@@ -69,6 +69,15 @@ class JobQueue:
         return await self._enqueue(
             [(host, (vpc, True), f"repair:{_on(vpc, host)}:{version}") for vpc, host in jobs])
 
+    async def listening(self, hosts: Iterable[str]) -> dict[str, int]:
+        """How many workers of each host are up: each listens on its queue's wake channel
+        from its first poll on, until it stops (or its connection drops)."""
+        hosts = list(dict.fromkeys(hosts))
+        if not hosts:
+            return {}
+        counts = await self.redis.pubsub_numsub(*(wake_channel(queue_of(h)) for h in hosts))
+        return {h: int(n) for h, (_channel, n) in zip(hosts, counts, strict=True)}
+
     async def _enqueue(self, jobs: list[tuple[str, tuple[object, ...], str]]) -> int:
         by_queue: dict[str, list[tuple[tuple[object, ...], str]]] = {}
         for host, job_args, job_id in jobs:

@@ -33,6 +33,7 @@ class Submitted:
     first_seq: int
     last_seq: int
     vpcs: tuple[str, ...]
+    hosts: tuple[str, ...] = ()  # whose workers apply it: its VPCs' hosts, before and after
 
 
 def utc_now() -> str:
@@ -166,20 +167,23 @@ class Orchestrator:
                             event=ChangeApplied(command_id=cid, vpcs=()),
                         )
                     )
+                mine: dict[tuple[str, str], None] = {}
                 for v in events[0].aggregates():  # where it is before the command (a deleted
                     known = state.vpcs.get(v)     # VPC is gone after it) and after it (made)
                     if known is not None:
-                        jobs[v, known.host] = None
+                        mine[v, known.host] = None
                 for env in envs:
                     folder.envelope(env)
                 for v in events[0].aggregates():
                     known = folder.vpcs.get(v)
                     if known is not None:
-                        jobs[v, known.host] = None
+                        mine[v, known.host] = None
+                jobs.update(mine)
                 state = folder.build()  # a view: decide never keeps it
-                results.append(
-                    Submitted(cid, seq + 1, seq + len(envs), events[0].aggregates())
-                )
+                results.append(Submitted(
+                    cid, seq + 1, seq + len(envs), events[0].aggregates(),
+                    tuple(dict.fromkeys(host for _v, host in mine)),
+                ))  # fmt: skip
                 seq += len(envs)
                 envelopes += envs
             try:
