@@ -26,7 +26,7 @@ from vpcq.events.schema import ChangeApplied, Envelope
 from vpcq.events.store import PAGE, EventStore, no_gc
 from vpcq.orchestrator.decide import decide
 from vpcq.orchestrator.evolve import Folder, fold, fold_commits
-from vpcq.orchestrator.service import Orchestrator, StateLoader
+from vpcq.orchestrator.service import SNAPSHOT_KEY, Orchestrator, StateLoader
 from vpcq.orchestrator.snapshot import dump_state
 from vpcq.orchestrator.state import INITIAL
 
@@ -115,7 +115,7 @@ async def replay_bench(url: str) -> None:
         again = fold_commits(INITIAL, commits)
     fold_s = time.perf_counter() - t0
     assert again == state == fold(INITIAL, log)
-    await r.set("vpcq:snapshot", dump_state(fold(INITIAL, log[: N_EVENTS - 1000])))
+    await r.set(SNAPSHOT_KEY, dump_state(fold(INITIAL, log[: N_EVENTS - 1000])))
     for _ in range(3):
         t0 = time.perf_counter()
         cached = await StateLoader(r, store).load()  # snapshot + the last 1,000 events
@@ -135,7 +135,7 @@ async def replay_bench(url: str) -> None:
     line("  fold alone", f"{fold_s:.3f} s", f"{fold_s / N_EVENTS * 1e6:.1f} us/event")
     line("load from snapshot + 1,000-event tail (the CLI's path)", f"{median(snap_s):.3f} s",
          f"{median(full_s) / median(snap_s):.0f}x faster than the full replay")
-    line("state after replay", f"{len(state.vpcs)} VPCs", f"{len(state.commands)} commands")
+    line("state after replay", f"{len(state.vpcs)} VPCs", f"{len(state.commands)} commands pending")
     await r.aclose()
 
 

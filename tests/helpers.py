@@ -18,7 +18,7 @@ from typing import Any
 from vpcq.events.commands import Command, parse_command
 from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
-from vpcq.events.schema import ChangeApplied, ChangeFailed
+from vpcq.events.schema import ChangeApplied, ChangeFailed, Envelope
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.service import Orchestrator, StateLoader, Submitted
 
@@ -139,6 +139,15 @@ class Client:
             return await StateLoader(r, store).load()
 
         return asyncio.run(self._with(go))
+
+    def report(self, outcome: ChangeApplied | ChangeFailed) -> None:
+        """Append an outcome as a worker does."""
+
+        async def go(r: Any, store: EventStore) -> None:
+            await store.append([Envelope(command_id=outcome.command_id, correlation_id="w",
+                                         actor="worker@test", time="t", event=outcome)], None)
+
+        asyncio.run(self._with(go))
 
     def listening(self, *hosts: str) -> dict[str, int]:
         """How many workers of each host are up (see JobQueue.listening)."""

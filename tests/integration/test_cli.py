@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.helpers import Client, run_cli
+from vpcq.events.schema import ChangeFailed
 
 MUTATIONS = ["create-vpc", "add-subnet", "delete-subnet", "deploy-app", "stop-app",
              "apply-firewall", "peer-vpcs", "unpeer-vpcs", "delete-vpc", "cleanup", "rollback"]
@@ -99,6 +100,11 @@ def test_no_wait_prints_the_command_id_and_status_tells_its_fate(env, redis_url)
     assert json.loads(p.stdout)["status"] == "pending"
     p = run_cli(["status", "nope"], env)
     assert p.returncode == 2
+    # a worker's report (appended as a worker does): the command has left the state
+    Client(redis_url).report(ChangeFailed(command_id=cid, vpcs=("a",), reason="no uplink"))
+    assert cid not in Client(redis_url).state().commands
+    p = run_cli(["status", cid], env)
+    assert p.returncode == 1 and p.stdout == f"{cid} create-vpc failed: no uplink\n"
 
 
 def test_waiting_without_a_worker_times_out_with_a_hint(env):

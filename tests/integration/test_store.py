@@ -11,9 +11,10 @@ from tests.unit.core import cmd, envelopes
 from vpcq.errors import ConcurrencyError, DomainError
 from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
-from vpcq.events.schema import ChangeApplied, Envelope, VpcCreated
+from vpcq.events.schema import ChangeApplied, ChangeFailed, Envelope, VpcCreated
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.decide import decide
+from vpcq.orchestrator.evolve import command_record
 from vpcq.orchestrator.service import Orchestrator, StateLoader
 from vpcq.orchestrator.state import INITIAL
 
@@ -171,7 +172,8 @@ def test_snapshot_cache_gives_the_same_state_as_a_full_replay(redis_url, monkeyp
         orch = Orchestrator(r, store, JobQueue(r), "t@h")
         for i in range(6):
             await orch.submit(cmd("create-vpc", name=f"v{i}", cidr=f"10.{i}.0.0/16"))
-        assert await r.exists("vpcq:snapshot")
+        assert await r.exists(service.SNAPSHOT_KEY)
+        assert not await r.exists("vpcq:snapshot")  # the layout before, removed
         cached = await StateLoader(r, store).load()  # snapshot + tail
         full = await StateLoader(r, store).at(await store.version())
         await r.aclose()
@@ -249,6 +251,38 @@ def test_a_log_written_one_envelope_per_entry_still_replays(redis_url):
     assert [e.seq for e in log] == [1, 2, 3, 4]
     assert [e.command_id for e in log][:2] == ["old", "old"]
     assert list(state.vpcs["a"].subnets) == ["web"] and state.commands["old"].kind == "create-vpc"
+
+
+def test_a_command_is_found_in_the_log_by_its_id_pending_or_finished(redis_url):
+    async def go():
+        r, store = await _store(redis_url)
+        # a log written before the command index: found by reading the log
+        events = decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), INITIAL)
+        for env in envelopes(INITIAL, events, "old"):
+            await r.xadd("vpcq:log", {"e": env.model_dump_json(exclude={"seq"})}, id=f"{env.seq}-0")
+        await r.set("vpcq:version", 2)
+        found = {"old, nothing indexed yet": await store.command("old")}
+        orch = Orchestrator(r, store, JobQueue(r), "t@h", ids=iter(["corr", "web", "corr2", "db"]).__next__)
+        await orch.submit(cmd("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24"))
+        await orch.submit(cmd("add-subnet", vpc="a", name="db", cidr="10.0.2.0/24"))
+        for cid, end in (("old", ChangeApplied(command_id="old", vpcs=("a",))),
+                         ("web", ChangeFailed(command_id="web", vpcs=("a",), reason="boom"))):
+            await store.append([Envelope(command_id=cid, correlation_id="c", actor="w@h",
+                                         time="t", event=end)], expected_version=None)
+        for cid in ("old", "web", "db", "nope"):
+            found[cid] = await store.command(cid)
+        index = await r.hgetall("vpcq:commands")
+        await r.aclose()
+        return found, index
+
+    found, index = run(go())
+    assert index == {b"web": b"3", b"db": b"5"}  # the seq of each one's CommandAccepted
+    records = {k: command_record(*v) if v[0] is not None else None for k, v in found.items()}
+    assert records["old, nothing indexed yet"] == records["old"]._replace(status="pending")
+    assert records["old"][1:7] == ("create-vpc", 1, 2, ("a",), "applied", None)
+    assert records["web"][1:7] == ("add-subnet", 3, 4, ("a",), "failed", "boom")
+    assert records["db"][1:7] == ("add-subnet", 5, 6, ("a",), "pending", None)
+    assert records["db"].actor == "t@h" and records["nope"] is None
 
 
 def test_an_outcome_is_recorded_once_even_when_a_job_reports_twice(redis_url):

@@ -168,14 +168,13 @@ def test_kill_9_a_worker_at_random_points_loses_and_duplicates_nothing(net: Net)
         ids = {s.command_id for s in subs}
 
         def settled():
-            state = c.state()
-            return all(state.commands[i].status != "pending" for i in ids)
+            return not ids & c.state().commands.keys()  # a finished command leaves the state
 
         assert wait_until(settled, 90, 0.2), f"trial {trial}: commands left pending"
         outcomes = [e.event.command_id for e in c.events()
                     if e.type in ("ChangeApplied", "ChangeFailed") and e.event.command_id in ids]
         assert sorted(outcomes) == sorted(ids), f"trial {trial}: an outcome missing or twice"
-        assert all(c.state().commands[i].status == "applied" for i in ids)
+        assert not [e for e in c.events() if e.type == "ChangeFailed" and e.event.command_id in ids]
         p = net.vpcq("drift")
         assert p.returncode == 0, f"trial {trial}: {p.stdout}"
         net.stop_workers()

@@ -26,6 +26,7 @@ from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, ChangeFailed
 from vpcq.events.store import EventStore
+from vpcq.orchestrator.evolve import command_record
 from vpcq.orchestrator.service import Orchestrator, StateLoader, Submitted
 
 
@@ -320,8 +321,9 @@ async def _log(ns: argparse.Namespace) -> int:
 
 async def _status(ns: argparse.Namespace) -> int:
     async with _redis() as redis:
-        state = await StateLoader(redis, EventStore(redis, config.KEY_PREFIX)).load()
-    rec = state.commands.get(ns.command_id)
+        store = EventStore(redis, config.KEY_PREFIX)
+        accepted, outcome = await store.command(ns.command_id)
+    rec = command_record(accepted, outcome) if accepted is not None else None
     if rec is None:
         raise DomainError("command_id", f"no command {ns.command_id!r} in the log")
     if ns.json:

@@ -36,22 +36,30 @@ from vpcq.events.schema import (
 )
 from vpcq.events.upcast import upcast, upcast_event
 
-# ARGV: expected version (-1: any), then triples (once-key, event count, commit JSON without
-# its sequence number). A commit with a once-key (an outcome's command id) is written only if
-# no commit with that key was written before: a job that runs twice can never record an
-# outcome twice. The script numbers each commit (`"s"`, also the entry's id) as it writes it.
+# ARGV: expected version (-1: any), then quadruples (once-key, command key, event count, commit
+# JSON without its sequence number). A commit with a once-key (an outcome's command id) is
+# written only if no commit with that key was written before: a job that runs twice can never
+# record an outcome twice. A commit with a command key (the id of the command whose
+# CommandAccepted it starts with) is indexed by it, as an outcome is by its once-key, so a
+# command is found without reading the log; KEYS[5] says from which sequence number on every
+# command is (a log written before the index existed has older commands that are not). The
+# script numbers each commit (`"s"`, also the entry's id) as it writes it.
 _APPEND = """
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 local expected = tonumber(ARGV[1])
 if expected >= 0 and cur ~= expected then
   return redis.error_reply('VERSION_CONFLICT ' .. cur)
 end
-for i = 2, #ARGV, 3 do
+redis.call('SETNX', KEYS[5], cur + 1)
+for i = 2, #ARGV, 4 do
   local once = ARGV[i]
   if once == '' or redis.call('HSETNX', KEYS[3], once, cur + 1) == 1 then
-    local body = '{"s":' .. (cur + 1) .. ',' .. string.sub(ARGV[i + 2], 2)
+    local body = '{"s":' .. (cur + 1) .. ',' .. string.sub(ARGV[i + 3], 2)
     redis.call('XADD', KEYS[1], (cur + 1) .. '-0', 'c', body)
-    cur = cur + tonumber(ARGV[i + 1])
+    if ARGV[i + 1] ~= '' then
+      redis.call('HSET', KEYS[4], ARGV[i + 1], cur + 1)
+    end
+    cur = cur + tonumber(ARGV[i + 2])
   end
 end
 redis.call('SET', KEYS[2], cur)
@@ -129,6 +137,8 @@ class EventStore:
         self.stream = f"{prefix}:log"
         self.version_key = f"{prefix}:version"
         self.outcomes_key = f"{prefix}:outcomes"  # command id -> seq of its outcome
+        self.commands_key = f"{prefix}:commands"  # command id -> seq of its CommandAccepted
+        self.indexed_key = f"{prefix}:commands:since"  # every command from this seq is indexed
         self._append = redis.register_script(_APPEND)
 
     async def version(self) -> int:
@@ -146,9 +156,12 @@ class EventStore:
             return await self.version()
         args: list[Any] = [-1 if expected_version is None else expected_version]
         for c in commits_of(events):
-            once = c.command_id if c.events[0].type in OUTCOMES else ""
-            args += [once, len(c.events), encode(c)]
-        keys = [self.stream, self.version_key, self.outcomes_key]
+            first = c.events[0].type
+            once = c.command_id if first in OUTCOMES else ""
+            command = c.command_id if first == "CommandAccepted" else ""
+            args += [once, command, len(c.events), encode(c)]
+        keys = [self.stream, self.version_key, self.outcomes_key, self.commands_key,
+                self.indexed_key]
         try:
             result = await self._append(keys=keys, args=args)
         except ResponseError as e:
@@ -158,6 +171,34 @@ class EventStore:
                 raise ConcurrencyError(expected_version or 0, actual) from e
             raise
         return int(result)
+
+    async def command(self, command_id: str) -> tuple[Commit | None, Commit | None]:
+        """One command's commits: the one its CommandAccepted starts, and its outcome's (None:
+        no such command; no outcome yet), found by the indexes the append script keeps. Only
+        in a log written before the command index is an older command searched for."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.commands_key, command_id)
+        pipe.hget(self.outcomes_key, command_id)
+        pipe.get(self.indexed_key)
+        accepted_seq, outcome_seq, since = await pipe.execute()
+        accepted = await self._at(int(accepted_seq)) if accepted_seq is not None else None
+        older = int(since) - 1 if since is not None else None  # None: nothing is indexed
+        if accepted is None and (older is None or older > 0):
+            accepted = await self._search(command_id, older)
+        if accepted is None:
+            return None, None
+        return accepted, (await self._at(int(outcome_seq)) if outcome_seq is not None else None)
+
+    async def _at(self, seq: int) -> Commit | None:
+        entries = await self.redis.xrange(self.stream, f"{seq}-0", f"{seq}-0")
+        return decode_entry(*entries[0]) if entries else None
+
+    async def _search(self, command_id: str, upto: int | None) -> Commit | None:
+        async for page in self.pages(0, upto):
+            for c in page:
+                if c.command_id == command_id and c.events[0].type == "CommandAccepted":
+                    return c
+        return None
 
     async def read(self, after: int = 0, upto: int | None = None) -> list[Envelope]:
         """Events with `after` < seq <= `upto`, in order."""

@@ -25,6 +25,10 @@ from vpcq.orchestrator.state import INITIAL, State
 
 MAX_RETRIES = 200
 SNAPSHOT_EVERY = 2000
+# Versioned: a snapshot of another layout is not read as this one's. 2: the state holds
+# pending commands only (finished ones leave it).
+SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:2"
+OLD_SNAPSHOT_KEYS = (f"{KEY_PREFIX}:snapshot",)  # removed when a snapshot is written
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class StateLoader:
     def __init__(self, redis: Redis, store: EventStore) -> None:
         self.redis = redis
         self.store = store
-        self.snapshot_key = f"{KEY_PREFIX}:snapshot"
+        self.snapshot_key = SNAPSHOT_KEY
         self._state: State | None = None
         self._snapshot_seq = 0
 
@@ -63,7 +67,10 @@ class StateLoader:
             self._snapshot_seq = state.seq
         state = await self._fold(state, None)
         if state.seq - self._snapshot_seq >= SNAPSHOT_EVERY:
-            await self.redis.set(self.snapshot_key, dump_state(state))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(self.snapshot_key, dump_state(state))
+            pipe.delete(*OLD_SNAPSHOT_KEYS)
+            await pipe.execute()
             self._snapshot_seq = state.seq
         self._state = state
         return state

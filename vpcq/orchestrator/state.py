@@ -73,7 +73,8 @@ class Peering(NamedTuple):
 
 
 class CommandRecord(NamedTuple):
-    """One command's bookkeeping; a replay makes two per command (accepted, then outcome)."""
+    """One command's bookkeeping. The state holds a pending command's (its status is always
+    "pending" there); `evolve.command_record` makes a finished one's from the log."""
 
     id: str
     kind: str
@@ -97,8 +98,8 @@ class State:
     seq: int = 0
     vpcs: Mapping[str, Vpc] = field(default_factory=dict)
     peerings: Mapping[str, Peering] = field(default_factory=dict)
-    commands: Mapping[str, CommandRecord] = field(default_factory=dict)
-    pending: tuple[str, ...] = ()  # command ids in log order
+    commands: Mapping[str, CommandRecord] = field(default_factory=dict)  # the pending ones
+    pending: tuple[str, ...] = ()  # their ids in log order
     linknet_hwm: int = 0  # one past the highest link-net index ever allocated
 
     def peers_of(self, vpc: str) -> list[Peering]:

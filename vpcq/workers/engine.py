@@ -147,8 +147,8 @@ class Engine:
             names = sorted({v for c in group for v in c.vpcs})
             async with self.locks.hold(names):
                 state = await self.cache.refresh()
-                if any(state.commands[c.id].status != "pending" for c in group):
-                    continue  # another worker got there first
+                if any(c.id not in state.commands for c in group):
+                    continue  # another worker got there first (a finished one has left it)
                 n = await self._apply(state, group, names)
             settled += n
             await self._wake_followers(names, {c.id for c in group} if n else set())
@@ -345,7 +345,7 @@ class Engine:
     ) -> None:
         for _ in range(50):
             state = await self.cache.refresh()
-            if state.commands[failed.id].status != "pending":
+            if failed.id not in state.commands:  # finished meanwhile
                 return
             events = fail(state, self.cache.view_at, failed, reason, undo_errors)
             envs = self._envelopes(events, failed, state.seq)
