@@ -7,6 +7,7 @@ class VpcqError(Exception):
     """Base of every error vpcq raises on purpose."""
 
     exit_code = 1
+    where: str | None = None  # where in a batch file its command is: "line 4", "item 2"
 
 
 class DomainError(VpcqError):
@@ -14,7 +15,6 @@ class DomainError(VpcqError):
 
     exit_code = 2
     index: int | None = None  # which command of a batch (set by the orchestrator)
-    where: str | None = None  # where that command is in its file: "line 4", "item 2"
 
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")

@@ -49,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vpcq: error: {e}", file=sys.stderr)
         return 2
     except VpcqError as e:
-        where = getattr(e, "where", None)
-        print(f"vpcq: error: {where + ': ' if where else ''}{e}", file=sys.stderr)
+        print(f"vpcq: error: {e.where + ': ' if e.where else ''}{e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
