@@ -153,9 +153,10 @@ def build() -> Parser:
     rc.add_argument("vpcs", nargs="*", metavar="VPC")
     rc.add_argument("--json", action="store_true")
 
-    up = _cmd(sub, "up", "start the embedded Redis and N workers (idempotent)",
-              "vpcq up --workers 2")
-    up.add_argument("--workers", type=int, default=1)
+    up = _cmd(sub, "up", "start the embedded Redis and N workers (idempotent); returns once the "
+              "workers take jobs", "vpcq up --workers 2")
+    up.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="workers of this host ($VPCQ_HOST) to have running (default 1)")
     _cmd(sub, "down", "stop the embedded Redis and the workers, keeping the data", "vpcq down")
     w = _cmd(sub, "worker", "run one worker in the foreground", "vpcq worker")
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
