@@ -270,6 +270,16 @@ def test_up_and_down_manage_an_embedded_redis(tmp_path):
         run(["down"])
 
 
+def test_up_takes_a_count_of_workers(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "VPCQ_REDIS_URL"}
+    env.update(VPCQ_HOME=str(tmp_path / "h"))
+    p = subprocess.run([sys.executable, "-m", "vpcq.cli.main", "up", "--workers", "-1"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2
+    assert "invalid count value: '-1'" in one_line_error(p)
+    assert not (tmp_path / "h").exists()  # refused before anything was started
+
+
 def test_up_reports_a_worker_that_exits_while_starting(tmp_path):
     home = tmp_path / "h"
     env = {k: v for k, v in os.environ.items() if k != "VPCQ_REDIS_URL"}

@@ -31,6 +31,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _count(text: str) -> int:
+    """A number of things: 0 or more."""
+    n = int(text)
+    if n < 0:
+        raise ValueError(text)
+    return n
+
+
+_count.__name__ = "count"  # argparse names the type in its error: "invalid count value: '-1'"
+
+
 def _fmt() -> type[argparse.RawDescriptionHelpFormatter]:
     return argparse.RawDescriptionHelpFormatter
 
@@ -155,7 +166,7 @@ def build() -> Parser:
 
     up = _cmd(sub, "up", "start the embedded Redis and N workers (idempotent); returns once the "
               "workers take jobs", "vpcq up --workers 2")
-    up.add_argument("--workers", type=int, default=1, metavar="N",
+    up.add_argument("--workers", type=_count, default=1, metavar="N",
                     help="workers of this host ($VPCQ_HOST) to have running (default 1)")
     _cmd(sub, "down", "stop the embedded Redis and the workers, keeping the data", "vpcq down")
     w = _cmd(sub, "worker", "run one worker in the foreground", "vpcq worker")
