@@ -137,8 +137,10 @@ def test_list_log_and_replay(env):
     assert (web["namespace"], web["address"], web["gateway"]) == \
         ("my-vpc-web-subnet", "10.0.1.1", "10.0.1.254")
     assert vpc["uplink"]["a_if"].startswith("vq")
+    assert data["workers"] == {"default": 0}  # none in this test
     text = run_cli(["list"], env).stdout
     assert "VPC my-vpc" in text and "web-subnet" in text and "private" in text
+    assert text.endswith("\nworkers up: 0 on default\n")
     lines = run_cli(["log", "--json"], env).stdout.splitlines()
     events = [json.loads(line) for line in lines]
     assert [e["seq"] for e in events] == list(range(1, 7))

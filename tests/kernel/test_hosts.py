@@ -57,6 +57,7 @@ def test_vpcs_on_two_hosts_sharing_one_redis_are_built_by_their_hosts_workers(ne
         assert f"repair:{b}" not in logs()
         listed = json.loads(net.vpcq("list", "--json").stdout)
         assert {v["name"]: v["host"] for v in listed["vpcs"]} == {a: "default", b: "edge"}
+        assert listed["workers"] == {"default": 2, "edge": 1}  # w0 and w2; w1
 
         p = net.vpcq("drift", b)  # looked at from the default host: not its VPC
         assert p.returncode == 2 and f"{b} is on host edge, not on this one (default)" in p.stderr

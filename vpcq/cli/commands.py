@@ -297,7 +297,14 @@ def _report(
 async def _list(ns: argparse.Namespace) -> int:
     async with _redis() as redis:
         state = await StateLoader(redis, EventStore(redis, config.KEY_PREFIX)).load()
-    print(json.dumps(render.state_json(state), indent=2) if ns.json else render.state_text(state))
+        # this host's, and every host a VPC is on: how many of their workers are up
+        hosts = sorted({config.host_id(), *(v.host for v in state.vpcs.values())})
+        workers = await JobQueue(redis).listening(hosts)
+    if ns.json:
+        print(json.dumps({**render.state_json(state), "workers": workers}, indent=2))
+    else:
+        print(render.state_text(state))
+        print("workers up: " + ", ".join(f"{n} on {h}" for h, n in workers.items()))
     return 0
 
 
