@@ -93,8 +93,8 @@ def _batch(text: str) -> tuple[list[Command], list[str]]:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        out.append(_placed(f"line {n}", _line_command, stripped))
         places.append(f"line {n}")
+        out.append(_placed(places[-1], _line_command, stripped))
     return out, places
 
 

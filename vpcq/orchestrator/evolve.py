@@ -205,12 +205,9 @@ def command_record(accepted: Commit, outcome: Commit | None) -> CommandRecord:
     state held while it was pending, with how it ended."""
     ev = accepted.events[0]
     assert isinstance(ev, CommandAccepted), ev
-    status: Status = "pending"
-    reason = None
-    if outcome is not None:
-        end = outcome.events[0]
-        status = "failed" if isinstance(end, ChangeFailed) else "applied"
-        reason = end.reason if isinstance(end, ChangeFailed) else None
+    end = outcome.events[0] if outcome is not None else None
+    status: Status = "pending" if end is None else "failed" if isinstance(end, ChangeFailed) else "applied"
+    reason = end.reason if isinstance(end, ChangeFailed) else None
     return CommandRecord(
         accepted.command_id, ev.kind, accepted.seq, accepted.seq + ev.events, ev.vpcs, status,
         reason, accepted.actor, accepted.time, accepted.correlation_id,
