@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 from pyroute2 import AsyncIPRoute
@@ -139,3 +140,29 @@ def test_changes_are_what_pyroute2_reads_back(net: Net):
         nl.close()
         for ns in (a, b):
             netns.remove(ns)
+
+
+def test_a_namespace_made_again_is_told_apart_though_it_has_the_old_inode(net: Net):
+    """A freed namespace's nsfs inode goes to the next namespace made, by anyone: a worker
+    that waited for the links of a namespace it knew by inode waited on another's."""
+    ns = net.name("again")
+    nl = Netlink()
+    try:
+        netns.create(ns)
+        old_inode, old_id = netns.inode(ns), nl.identity(ns)
+        assert nl.identity(ns) == old_id  # the same namespace, asked again
+        nl.forget(ns)  # its socket no longer keeps it alive
+        netns.remove(ns)
+        reused = False
+        for _ in range(100):  # its freeing is asynchronous
+            netns.create(ns)
+            assert nl.identity(ns) != old_id
+            if netns.inode(ns) == old_inode:
+                reused = True
+                break
+            nl.forget(ns)
+            netns.remove(ns)
+            time.sleep(0.02)
+        assert reused, "the kernel never gave the old inode again: the premise no longer holds"
+    finally:
+        nl.close()

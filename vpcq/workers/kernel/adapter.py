@@ -77,9 +77,9 @@ class Kernel:
         self._lock_path = lock_path  # serialises host rule changes between this host's workers
         self.apps = Apps(apps_dir)
         self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
-        # far ends of removed namespaces' veths: (namespace, its inode, link, its index)
-        self._dying: list[tuple[str | None, int | None, str, int]] = []
-        # a vpcq namespace -> ((nsfs inode, nft generation), rules as last read)
+        # far ends of removed namespaces' veths: (namespace, its identity, link, its index)
+        self._dying: list[tuple[str | None, int, str, int]] = []
+        # a vpcq namespace -> ((its identity, nft generation), rules as last read)
         self._rules_seen: dict[str, tuple[tuple[int | None, int], str]] = {}
         self._host = HostRules(lock_path.with_name("host-rules.cache"))  # the host's
 
@@ -179,7 +179,7 @@ class Kernel:
                 None, lambda: self._host.read_here()[1])
         if gen is None:
             return await iptables.save(ns)
-        seen = (netns.inode(ns), gen)  # a namespace made again starts a new generation count
+        seen = (self._identity(ns), gen)  # a namespace made again starts a new generation count
         cached = self._rules_seen.get(ns)
         if cached is not None and cached[0] == seen:
             return cached[1]
@@ -196,15 +196,23 @@ class Kernel:
         between would see objects that are about to vanish.
         """
         deadline = time.monotonic() + timeout
-        for where, ino, name, index in self._dying:
-            while ((where is None or netns.inode(where) == ino)
-                   and await self.nl.ifindex(where, name) == index):
+        for where, ident, name, index in self._dying:
+            while self._identity(where) == ident and await self.nl.ifindex(where, name) == index:
                 if time.monotonic() > deadline:
                     raise KernelError("wait for", f"{name} in {where or 'host'} to go away",
                                       "its namespace was removed but it is still there",
                                       transient=True)
                 await asyncio.sleep(0.005)
         self._dying.clear()
+
+    def _identity(self, ns: str | None) -> int | None:
+        """The namespace that `ns` names now, None if it names none."""
+        if ns is not None and netns.inode(ns) is None:
+            return None
+        try:
+            return self.nl.identity(ns)
+        except (KernelError, OSError):
+            return None  # removed meanwhile
 
     def _veths(
         self,
@@ -279,15 +287,15 @@ class Kernel:
                     # name later (the VPC made again by another worker), and is no end of ours
                     for where, name in [(v.peer_ns, v.peer_name) if v.ns == r.name else (v.ns, v.name)
                                         for v in self._veths_seen if r.name in (v.ns, v.peer_ns)]:
-                        ino = netns.inode(where) if where is not None else None
-                        if where is not None and ino is None:
+                        ident = self._identity(where)
+                        if ident is None:
                             continue  # that namespace is gone already, and its links with it
                         try:
                             index = await self.nl.ifindex(where, name)
                         except (KernelError, OSError):
                             continue  # not a namespace any more (a removal cut short)
                         if index is not None:
-                            self._dying.append((where, ino, name, index))
+                            self._dying.append((where, ident, name, index))
                     netns.remove(r.name)
                 else:
                     await netns.acreate(r.name)
