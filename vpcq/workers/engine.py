@@ -296,12 +296,12 @@ class Engine:
             self._one_at_a_time.difference_update(names)
             return 1
         self._one_at_a_time.difference_update(names)
+        bound.info("applied", steps=steps)  # before its record: whoever sees that can read this
         await self._append(
             [ChangeApplied(command_id=c.id, vpcs=c.vpcs, steps=steps if i == 0 else 0)
              for i, c in enumerate(group)],
             group,
         )
-        bound.info("applied", steps=steps)
         return len(group)
 
     async def _converge(
