@@ -5,15 +5,15 @@ throwaway namespace, 4.7 ms with 1 VPC, 16 ms with 100, 52 ms with 400, where a 
 at 5 to 7 ms. Each VPC change on the host needs the text (to observe its chain, and to place
 its jumps), so reading it every time made a batch's cost grow with the square of its VPCs.
 
-The text is kept with the key it was read at: the host namespace's inode and its nftables
+The text is kept with the key it was read at: the host namespace's cookie and its nftables
 generation, which every committed rule change moves (vpcq's, another program's or a hand
 edit's), one per table. It is valid exactly while the key is the same. The key and text are
 also kept in a file that every worker of this host shares, so a change made by one worker
 does not make the next worker read the table again. The file outlives a reboot, and both
-halves of the key start over (the host namespace's inode is a constant, and the generation
-counts from boot), so the file also names the boot it was written in. After a restore of
-its own, a worker applies the document to the text it held, which is valid if the
-generation moved by exactly one per table of the document: nobody else wrote in between.
+halves of the key start over (cookies and generations count from boot), so the file also
+names the boot it was written in. After a restore of its own, a worker applies the document
+to the text it held, which is valid if the generation moved by exactly one per table of the
+document: nobody else wrote in between.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vpcq.workers.kernel import iptables, rtnl
 
-Key = tuple[int, int]  # (inode of the host's network namespace, nftables generation)
+Key = tuple[int, int]  # (cookie of the host's network namespace, nftables generation)
 
 
 def _boot_id() -> str:
@@ -67,7 +67,7 @@ class HostRules:
         """The text this process holds, if it is valid at generation `gen` of the calling
         thread's namespace (the host's): no thread hop for a warm read."""
         seen = self._seen
-        if gen is None or seen is None or seen[0] != (inode_here(), gen):
+        if gen is None or seen is None or seen[0] != (rtnl.cookie_here(), gen):
             return None
         return seen[1]
 
@@ -96,21 +96,17 @@ class HostRules:
     def _load(self, key: Key) -> str | None:
         try:
             head, _, text = self.shared.read_text().partition("\n")
-            boot, inode, gen = head.split()
-            written = (int(inode), int(gen))
+            boot, cookie, gen = head.split()
+            written = (int(cookie), int(gen))
         except (OSError, ValueError):
             return None  # missing, or written by an older vpcq: read the table
         return text if boot == BOOT_ID != "unknown" and written == key else None
 
 
 def key_here() -> Key | None:
-    """The calling thread's namespace inode and nftables generation."""
+    """The calling thread's namespace cookie and nftables generation."""
     gen = rtnl.generation_here() if iptables.nft_backend() else None
-    return None if gen is None else (inode_here(), gen)
-
-
-def inode_here() -> int:
-    return os.stat("/proc/thread-self/ns/net").st_ino
+    return None if gen is None else (rtnl.cookie_here(), gen)
 
 
 # base chains, made by iptables-nft when a rule first goes into one of a new table

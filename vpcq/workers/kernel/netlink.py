@@ -38,7 +38,6 @@ T = TypeVar("T")
 GONE = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
 CREATE = NLM_F_CREATE | NLM_F_EXCL
 FEW = 8  # up to this many links of a namespace are looked up one by one, not dumped
-SO_NETNS_COOKIE = 71  # Linux 5.14+: a namespace's id, never given to another while booted
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +102,12 @@ class Netlink:
             self.forget(ns)
 
     def identity(self, ns: str | None) -> int:
-        """What tells this namespace from any other that had or will have its name: its
-        cookie. Its nsfs inode would not do once it is freed: the next namespace made, by
-        anyone, is given the same inode at once."""
+        """The cookie of the namespace `ns` names now (see rtnl.cookie)."""
         self.revalidate(ns)
         try:
-            raw = self.channel(ns).sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+            return rtnl.cookie(self.channel(ns).sock)
         except OSError as e:
             raise KernelError("read", f"the cookie of {ns or 'host'}", str(e)) from e
-        return int.from_bytes(raw, "little")
 
     def generation(self, ns: str | None) -> int | None:
         """The namespace's nftables generation (see rtnl), None if it cannot be had."""

@@ -28,6 +28,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_DUMP_INTR = 0x10
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # in an error: payload not echoed; TLVs follow
+SO_NETNS_COOKIE = 71
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 270, 10, 11, 12
 NLMSGERR_ATTR_MSG = 1  # the kernel's own words on why a request failed
 RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
@@ -98,6 +99,19 @@ def open_sockets() -> tuple[socket.socket, socket.socket | None]:
     except OSError:
         nf = None
     return _open(socket.NETLINK_ROUTE), nf
+
+
+def cookie(sock: socket.socket) -> int:
+    """The cookie of the namespace `sock` was made in (Linux 5.14+): what tells a namespace
+    from any other that had or will have its name, or its nsfs inode. A freed namespace's
+    inode goes at once to the next namespace made; a cookie is never given twice in a boot."""
+    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+
+
+def cookie_here() -> int:
+    """The cookie of the calling thread's namespace."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        return cookie(s)
 
 
 def generation_here() -> int | None:
