@@ -97,7 +97,8 @@ class Netlink:
     def revalidate(self, ns: str | None) -> None:
         """Drop the sockets of `ns` if its name now stands for another namespace (removed and
         made again by someone else): a socket keeps the namespace it was made in alive and
-        would keep showing its old interfaces."""
+        would keep showing its old interfaces. (Alive, that namespace keeps its inode: no
+        other can have it, so comparing inodes is enough here.)"""
         if ns is not None and ns in self._inode and netns.inode(ns) != self._inode[ns]:
             self.forget(ns)
 
