@@ -166,3 +166,33 @@ def test_a_namespace_made_again_is_told_apart_though_it_has_the_old_inode(net: N
         assert reused, "the kernel never gave the old inode again: the premise no longer holds"
     finally:
         nl.close()
+
+
+def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: Net):
+    """Past `max_open` namespaces, the least recently used one's socket is closed. Nothing
+    keeps that namespace alive then: made again, it may have the old inode, and the link
+    indexes known through the old socket must have gone with it."""
+    a, b = net.name("lru-a"), net.name("lru-b")
+    nl = Netlink(max_open=1)
+
+    async def make_a(links: list[str]) -> None:
+        netns.create(a)
+        for name in links:
+            await nl.add_bridge(a, name, up=False)
+
+    try:
+        netns.create(b)
+        asyncio.run(make_a(["x0", "br0"]))
+        old_inode, old_index = netns.inode(a), nl.index(a, "br0")
+        for _ in range(100):
+            nl.channel(b)  # a's socket is let go
+            netns.remove(a)
+            time.sleep(0.02)  # its freeing is asynchronous
+            asyncio.run(make_a(["br0"]))
+            if netns.inode(a) == old_inode:
+                break
+        assert netns.inode(a) == old_inode, "the kernel never gave the old inode again"
+        nl.revalidate(a)  # what an observation does first
+        assert nl.index(a, "br0") == asyncio.run(nl.ifindex(a, "br0")) != old_index
+    finally:
+        nl.close()

@@ -89,9 +89,8 @@ class Netlink:
         if ns is not None:  # remember which namespace the new socket is bound to
             self._inode[ns] = netns.inode(ns)
         c = self._channels[ns] = rtnl.Channel(netns.run_in(ns, rtnl.open_sockets))
-        while len(self._channels) > self.max_open:
-            _, old = self._channels.popitem(last=False)
-            old.close()
+        while len(self._channels) > self.max_open:  # the least recently used, and what was
+            self.forget(next(iter(self._channels)))  # known through it: nothing pins it now
         return c
 
     def revalidate(self, ns: str | None) -> None:
