@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from pyroute2 import AsyncIPRoute
@@ -17,6 +19,8 @@ from vpcq.workers.kernel import netns, rtnl
 from vpcq.workers.kernel.netlink import FEW, Netlink
 
 pytestmark = pytest.mark.kernel
+
+T = TypeVar("T")
 
 
 async def pyroute2_view(ns: str) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]], set[tuple[object, ...]]]:
@@ -142,30 +146,46 @@ def test_changes_are_what_pyroute2_reads_back(net: Net):
             netns.remove(ns)
 
 
+def made_again_with_its_inode(ns: str, make_old: Callable[[], T], make_new: Callable[[], None]) -> T:
+    """Make `ns` (`make_old` makes it, lets go of it and returns what was known of it), remove
+    it and make it again (`make_new`), until the new namespace has the old one's nsfs inode;
+    return what was known of the old one. The kernel gives a new namespace the lowest free
+    inode, and frees a removed one's asynchronously (measured here: later than 20 ms, sooner
+    than 50): the inode just freed comes back if nothing lower was freed meanwhile, and once
+    its freeing is done. So every removal is given time, more on each try."""
+    for attempt in range(1, 51):
+        settle = min(0.02 * attempt, 0.5)
+        known = make_old()
+        inode = netns.inode(ns)
+        netns.remove(ns)
+        time.sleep(settle)
+        make_new()
+        if netns.inode(ns) == inode:
+            return known
+        netns.remove(ns)
+        time.sleep(settle)
+    pytest.fail("the kernel never gave a freed namespace's inode again: the premise no longer holds")
+
+
 def test_a_namespace_made_again_is_told_apart_though_it_has_the_old_inode(net: Net):
     """A freed namespace's nsfs inode goes to the next namespace made, by anyone: a worker
     that waited for the links of a namespace it knew by inode waited on another's."""
     ns = net.name("again")
     nl = Netlink()
-    try:
+
+    def make_old() -> int:
         netns.create(ns)
-        old_inode, old_id = netns.inode(ns), nl.identity(ns)
-        assert nl.identity(ns) == old_id  # the same namespace, asked again
+        known = nl.identity(ns)
+        assert nl.identity(ns) == known  # the same namespace, asked again
         nl.forget(ns)  # its socket no longer keeps it alive
-        netns.remove(ns)
-        reused = False
-        for _ in range(100):  # its freeing is asynchronous
-            netns.create(ns)
-            assert nl.identity(ns) != old_id
-            if netns.inode(ns) == old_inode:
-                reused = True
-                break
-            nl.forget(ns)
-            netns.remove(ns)
-            time.sleep(0.02)
-        assert reused, "the kernel never gave the old inode again: the premise no longer holds"
+        return known
+
+    try:
+        old_id = made_again_with_its_inode(ns, make_old, lambda: netns.create(ns))
+        assert nl.identity(ns) != old_id
     finally:
         nl.close()
+        netns.remove(ns)
 
 
 def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: Net):
@@ -175,24 +195,26 @@ def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: 
     a, b = net.name("lru-a"), net.name("lru-b")
     nl = Netlink(max_open=1)
 
-    async def make_a(links: list[str]) -> None:
-        netns.create(a)
-        for name in links:
-            await nl.add_bridge(a, name, up=False)
+    def make(links: list[str]) -> None:
+        async def go() -> None:
+            netns.create(a)
+            for name in links:
+                await nl.add_bridge(a, name, up=False)
+        asyncio.run(go())
+
+    def make_old() -> int:
+        nl.forget(a)  # a try that failed left a socket in the last one
+        make(["x0", "br0"])
+        known = nl.index(a, "br0")
+        nl.channel(b)  # a's socket is let go
+        return known
 
     try:
         netns.create(b)
-        asyncio.run(make_a(["x0", "br0"]))
-        old_inode, old_index = netns.inode(a), nl.index(a, "br0")
-        for _ in range(100):
-            nl.channel(b)  # a's socket is let go
-            netns.remove(a)
-            time.sleep(0.02)  # its freeing is asynchronous
-            asyncio.run(make_a(["br0"]))
-            if netns.inode(a) == old_inode:
-                break
-        assert netns.inode(a) == old_inode, "the kernel never gave the old inode again"
+        old_index = made_again_with_its_inode(a, make_old, lambda: make(["br0"]))
         nl.revalidate(a)  # what an observation does first
         assert nl.index(a, "br0") == asyncio.run(nl.ifindex(a, "br0")) != old_index
     finally:
         nl.close()
+        for ns in (a, b):
+            netns.remove(ns)
