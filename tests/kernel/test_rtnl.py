@@ -148,11 +148,15 @@ def test_changes_are_what_pyroute2_reads_back(net: Net):
 
 def made_again_with_its_inode(ns: str, make_old: Callable[[], T], make_new: Callable[[], None]) -> T:
     """Make `ns` (`make_old` makes it, lets go of it and returns what was known of it), remove
-    it and make it again (`make_new`), until the new namespace has the old one's nsfs inode;
-    return what was known of the old one. The kernel gives a new namespace the lowest free
-    inode, and frees a removed one's asynchronously (measured here: later than 20 ms, sooner
-    than 50): the inode just freed comes back if nothing lower was freed meanwhile, and once
-    its freeing is done. So every removal is given time, more on each try."""
+    it and make it again (`make_new`, which lets go of it too), until the new namespace has the
+    old one's nsfs inode; return what was known of the old one.
+
+    The kernel gives a new namespace the lowest free inode, and frees a removed one's some time
+    later (20 to 80 ms here). The inode just freed comes back once it is free, if no lower one
+    was freed meanwhile (e.g. an earlier test's). So each try starts from the inode the last
+    one got, every removal is given time, more on each try, and nothing may keep a removed
+    namespace alive: freed late, its inode would be the lowest free one on every try.
+    """
     for attempt in range(1, 51):
         settle = min(0.02 * attempt, 0.5)
         known = make_old()
@@ -203,15 +207,18 @@ def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: 
         asyncio.run(go())
 
     def make_old() -> int:
-        nl.forget(a)  # a try that failed left a socket in the last one
         make(["x0", "br0"])
         known = nl.index(a, "br0")
         nl.channel(b)  # a's socket is let go
         return known
 
+    def make_new() -> None:
+        make(["br0"])
+        nl.channel(b)  # let go again: a try that fails removes this one
+
     try:
         netns.create(b)
-        old_index = made_again_with_its_inode(a, make_old, lambda: make(["br0"]))
+        old_index = made_again_with_its_inode(a, make_old, make_new)
         nl.revalidate(a)  # what an observation does first
         assert nl.index(a, "br0") == asyncio.run(nl.ifindex(a, "br0")) != old_index
     finally:
