@@ -172,7 +172,7 @@ def made_again_with_its_inode(ns: str, make_old: Callable[[], T], make_new: Call
 
 
 def test_a_namespace_made_again_is_told_apart_though_it_has_the_old_inode(net: Net):
-    """A freed namespace's nsfs inode goes to the next namespace made, by anyone: a worker
+    """A freed namespace's nsfs inode can go to the next namespace made, by anyone: a worker
     that waited for the links of a namespace it knew by inode waited on another's."""
     ns = net.name("again")
     nl = Netlink()

@@ -21,6 +21,7 @@ import errno
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -103,9 +104,10 @@ def open_sockets() -> tuple[socket.socket, socket.socket | None]:
 
 def cookie(sock: socket.socket) -> int:
     """The cookie of the namespace `sock` was made in (Linux 5.14+): what tells a namespace
-    from any other that had or will have its name, or its nsfs inode. A freed namespace's
-    inode goes at once to the next namespace made; a cookie is never given twice in a boot."""
-    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+    from any other that had or will have its name, or its nsfs inode. Once a namespace is
+    freed, its inode can go to the next one made (the lowest free inode is given); a cookie
+    is never given twice in a boot."""
+    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder)
 
 
 def cookie_here() -> int:
