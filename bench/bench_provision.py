@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import embedded_redis, line, pct
+from _common import embedded_redis, host_links, line, pct, quiesce
 
 from vpcq import config
 from vpcq.events.commands import parse_command
@@ -153,66 +153,6 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
-def host_links(tok: str) -> set[str]:
-    out = subprocess.run(["ip", "-n", f"{tok}h", "-o", "link", "show"], capture_output=True,
-                         text=True, check=True).stdout
-    return {ln.split(": ")[1].split("@")[0] for ln in out.splitlines() if ": " in ln}
-
-
-def quiesce(tok: str, baseline: set[str]) -> None:
-    """Wait until the kernel has finished tearing down what the last phase removed.
-
-    Removed namespaces are destroyed by the kernel in the background, holding the rtnl
-    lock for long stretches; measured next to that, the next phase would time the teardown.
-    The host's links back to the baseline is the sign that it is over.
-    """
-    deadline = time.monotonic() + 180
-    while host_links(tok) != baseline and time.monotonic() < deadline:
-        time.sleep(0.1)
-    # the subnets' namespaces may still be going: their teardown is kernel work, so wait
-    # for half a second in which the CPUs were at least 90% idle (at most 60 s)
-    deadline = time.monotonic() + 60
-    while cpu_busy(0.5) > 0.1 and time.monotonic() < deadline:
-        pass
-    # and for the rtnl lock to be free: the kernel destroys removed namespaces in batches,
-    # waiting out RCU grace periods in between (little CPU), and holds the lock while it
-    # unregisters their devices; a floor run right after a batch's cleanup took 13.6 ms per
-    # subnet instead of 5.3. Free: 20 link changes in a row, 25 ms apart, each under 2 ms.
-    deadline = time.monotonic() + 60
-    while max(asyncio.run(_rtnl_waits(f"{tok}h", 20))) > 0.002 and time.monotonic() < deadline:
-        pass
-
-
-async def _rtnl_waits(host: str, n: int) -> list[float]:
-    """Seconds each of `n` no-op link changes took (`lo` up: the kernel takes the rtnl lock)."""
-    from vpcq.workers.kernel.netlink import Netlink
-
-    nl = Netlink()
-    waits = []
-    try:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await nl.set_link(host, "lo", None)
-            waits.append(time.perf_counter() - t0)
-            await asyncio.sleep(0.025)
-    finally:
-        nl.close()
-    return waits
-
-
-def cpu_busy(seconds: float) -> float:
-    """The share of all CPUs' time spent busy over the next `seconds` (from /proc/stat)."""
-
-    def sample() -> list[int]:
-        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-
-    a = sample()
-    time.sleep(seconds)
-    d = [y - x for x, y in zip(a, sample(), strict=True)]
-    total = sum(d) or 1
-    return 1 - (d[3] + d[4]) / total  # idle and iowait are not busy
-
-
 def tutorial_way(tok: str, vpcs: int, subnets: int) -> float:
     """The tutorial's way: one subprocess per operation (a bridge per VPC on the host, a
     namespace and a veth per subnet, NAT by iptables per public subnet)."""
@@ -265,12 +205,12 @@ async def floor(tok: str, vpcs: int, subnets: int) -> float:
             ns = f"{tok}f{i}-{j}"
             netns.create(ns)
             name = f"fl{i}x{j}"
-            await nl.add_veth(host, name, ns, "eth0", up=True)
-            await nl.add_addr(host, name, f"10.{i % 250}.{j}.254", 24)
-            await nl.add_addr(ns, "eth0", f"10.{i % 250}.{j}.1", 24)
-            await nl.set_link(ns, "eth0", None)
-            await nl.set_link(ns, "lo", None)
-            await nl.replace_route(ns, "default", f"10.{i % 250}.{j}.254", "eth0")
+            nl.add_veth(host, name, ns, "eth0", up=True)
+            nl.add_addr(host, name, f"10.{i % 250}.{j}.254", 24)
+            nl.add_addr(ns, "eth0", f"10.{i % 250}.{j}.1", 24)
+            nl.set_link(ns, "eth0", None)
+            nl.set_link(ns, "lo", None)
+            nl.replace_route(ns, "default", f"10.{i % 250}.{j}.254", "eth0")
             nl.forget(ns)
     took = time.perf_counter() - t0
     nl.close()

@@ -46,3 +46,12 @@ class KernelError(VpcqError):
         self.obj = obj
         self.reason = reason
         self.transient = transient
+
+
+class LockLost(VpcqError):
+    """A worker's lease on VPC locks lapsed while it worked: another may hold them now."""
+
+    def __init__(self, names: list[str] | tuple[str, ...]) -> None:
+        what = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        super().__init__(f"lost the lock of {what}: stopped before the next change")
+        self.names = names

@@ -301,3 +301,35 @@ def test_an_outcome_is_recorded_once_even_when_a_job_reports_twice(redis_url):
     first, again, log = run(go())
     assert first == again == 3
     assert [e.type for e in log] == ["CommandAccepted", "VpcCreated", "ChangeApplied"]
+
+
+def test_an_outcome_fenced_by_locks_its_worker_lost_is_refused_and_writes_nothing(redis_url):
+    """A worker whose locks lapsed (its loop stalled, or Redis was out of reach) may have
+    been overtaken by another: what it would record is refused, and so is the next step."""
+    import time
+
+    from vpcq.errors import LockLost
+    from vpcq.workers.locks import Locks
+
+    async def go() -> None:
+        r = await connect(redis_url)
+        store = EventStore(r)
+        locks = Locks(r, ttl_ms=300)
+        outcome = envelopes(INITIAL, [ChangeApplied(command_id="c1", vpcs=("a",))], "c1")
+        async with locks.hold(["a", "b"]) as lease:
+            lease.check()  # held, and renewed while the loop runs
+            await asyncio.sleep(0.6)
+            lease.check()
+            time.sleep(0.5)  # the loop stalls: no renewal, the locks lapse
+            with pytest.raises(LockLost):
+                lease.check()
+            assert await r.get("vpcq:lock:a") is None
+            async with locks.hold(["a"]):  # another worker takes one of them
+                with pytest.raises(LockLost):
+                    await store.append(outcome, expected_version=None, fence=lease)
+        assert await store.version() == 0 and await r.xlen("vpcq:log") == 0
+        async with locks.hold(["a"]) as mine:  # a lease still held records
+            assert await store.append(outcome, expected_version=None, fence=mine) == 1
+        await r.aclose()
+
+    asyncio.run(go())

@@ -70,19 +70,19 @@ def test_lean_dumps_agree_with_pyroute2(net: Net):
     nl = Netlink()
     try:
         router = f"vpcq_{a}"
-        full = asyncio.run(nl.links(router))
+        full = nl.links(router)
         assert any(li.master for li in full.values())  # a bridge port, whose master is named
         few = [n for n, li in full.items() if li.master]
         many = [*full, *(f"nosuch{i}" for i in range(FEW))]  # too many to look up: a dump
         for only in (few, many):
             part = {n: full[n] for n in only if n in full}
-            assert asyncio.run(nl.links(router, only)) == part
-            addrs_each = asyncio.run(nl.addrs(router, part, each=True))
-            assert sorted(addrs_each) == sorted(asyncio.run(nl.addrs(router, part)))
-            routes_each = asyncio.run(nl.routes(router, part, each=True))
-            assert sorted(routes_each) == sorted(asyncio.run(nl.routes(router, part)))
-        assert len(few) <= FEW < len(many) and asyncio.run(nl.addrs(router, full))
-        assert asyncio.run(nl.links(router, ["nosuch0"])) == {}
+            assert nl.links(router, only) == part
+            addrs_each = nl.addrs(router, part, each=True)
+            assert sorted(addrs_each) == sorted(nl.addrs(router, part))
+            routes_each = nl.routes(router, part, each=True)
+            assert sorted(routes_each) == sorted(nl.routes(router, part))
+        assert len(few) <= FEW < len(many) and nl.addrs(router, full)
+        assert nl.links(router, ["nosuch0"]) == {}
     finally:
         nl.close()
 
@@ -93,19 +93,19 @@ def test_changes_are_what_pyroute2_reads_back(net: Net):
         netns.create(ns)
     nl = Netlink()
 
-    async def build() -> None:
-        await nl.add_bridge(a, "br0", up=True)
-        await nl.add_veth(a, "v0", b, "eth0", up=True, master="br0")
-        await nl.add_addr(a, "br0", "10.9.0.254", 24)
-        await nl.add_addr(b, "eth0", "10.9.0.1", 24)
-        await nl.set_link(b, "eth0", None)
-        await nl.set_link(b, "lo", None)
-        await nl.replace_route(b, "default", "10.9.0.254", "eth0")
-        await nl.replace_route(b, "10.8.0.0/16", "10.9.0.254", "eth0")
+    def build() -> None:
+        nl.add_bridge(a, "br0", up=True)
+        nl.add_veth(a, "v0", b, "eth0", up=True, master="br0")
+        nl.add_addr(a, "br0", "10.9.0.254", 24)
+        nl.add_addr(b, "eth0", "10.9.0.1", 24)
+        nl.set_link(b, "eth0", None)
+        nl.set_link(b, "lo", None)
+        nl.replace_route(b, "default", "10.9.0.254", "eth0")
+        nl.replace_route(b, "10.8.0.0/16", "10.9.0.254", "eth0")
 
     try:
-        asyncio.run(build())
-        asyncio.run(build())  # again: everything exists, and that is success
+        build()
+        build()  # again: everything exists, and that is success
         links_a, addrs_a, _ = asyncio.run(pyroute2_view(a))
         links_b, addrs_b, routes_b = asyncio.run(pyroute2_view(b))
         by_name = {li[1]: li for li in links_a}
@@ -119,27 +119,27 @@ def test_changes_are_what_pyroute2_reads_back(net: Net):
         assert ("default", "10.9.0.254", eth0[0]) in routes_b
         assert ("10.8.0.0/16", "10.9.0.254", eth0[0]) in routes_b
 
-        async def tear_down() -> None:
-            await nl.del_route(b, "10.8.0.0/16")
-            await nl.delete_link(a, "br0")
+        def tear_down() -> None:
+            nl.del_route(b, "10.8.0.0/16")
+            nl.delete_link(a, "br0")
 
-        asyncio.run(tear_down())
-        asyncio.run(tear_down())  # again: what is gone counts as deleted
+        tear_down()
+        tear_down()  # again: what is gone counts as deleted
         links_a, _, _ = asyncio.run(pyroute2_view(a))
         _, addrs_b, routes_b = asyncio.run(pyroute2_view(b))
         assert "br0" not in {li[1] for li in links_a} and "v0" in {li[1] for li in links_a}
         assert {r for r in routes_b if r[1]} == {("default", "10.9.0.254", eth0[0])}  # only it went
         for _ in range(2):
-            asyncio.run(nl.del_addr(b, "eth0", "10.9.0.1", 24))
+            nl.del_addr(b, "eth0", "10.9.0.1", 24)
         assert (eth0[0], "10.9.0.1", 24) not in asyncio.run(pyroute2_view(b))[1]
 
         # a refusal names the object and carries the kernel's own reason (extended ack)
         with pytest.raises(KernelError) as e:
-            asyncio.run(nl.replace_route(b, "10.7.0.0/16", "192.0.2.1", "eth0"))
+            nl.replace_route(b, "10.7.0.0/16", "192.0.2.1", "eth0")
         assert str(e.value).startswith("set route 10.7.0.0/16 via 192.0.2.1 in ")
         assert "gateway" in str(e.value).lower()  # "Nexthop has invalid gateway", not errno text
         with pytest.raises(KernelError, match=r"No such file"):
-            asyncio.run(nl.add_veth(a, "v1", net.name("nosuch"), "eth1"))
+            nl.add_veth(a, "v1", net.name("nosuch"), "eth1")
     finally:
         nl.close()
         for ns in (a, b):
@@ -200,11 +200,9 @@ def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: 
     nl = Netlink(max_open=1)
 
     def make(links: list[str]) -> None:
-        async def go() -> None:
-            netns.create(a)
-            for name in links:
-                await nl.add_bridge(a, name, up=False)
-        asyncio.run(go())
+        netns.create(a)
+        for name in links:
+            nl.add_bridge(a, name, up=False)
 
     def make_old() -> int:
         make(["x0", "br0"])
@@ -220,7 +218,7 @@ def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: 
         netns.create(b)
         old_index = made_again_with_its_inode(a, make_old, make_new)
         nl.revalidate(a)  # what an observation does first
-        assert nl.index(a, "br0") == asyncio.run(nl.ifindex(a, "br0")) != old_index
+        assert nl.index(a, "br0") == nl.ifindex(a, "br0") != old_index
     finally:
         nl.close()
         for ns in (a, b):

@@ -26,6 +26,15 @@ def envelopes(state: State, events: list[Any], command_id: str) -> list[Envelope
     ]  # fmt: skip
 
 
+def pairs_envelopes(state: State, pairs: list[tuple[str, Any]]) -> list[Envelope]:
+    """Envelopes for (command id, event) pairs, as a worker appends a failure."""
+    return [
+        Envelope(seq=state.seq + 1 + i, command_id=cid, correlation_id="c", actor="w@h",
+                 time="2026-01-01T00:00:00Z", event=ev)
+        for i, (cid, ev) in enumerate(pairs)
+    ]  # fmt: skip
+
+
 def apply(state: State, command: Command, command_id: str = "", applied: bool = True) -> State:
     """Decide and fold one command (and, by default, a worker's ChangeApplied)."""
     cid = command_id or f"c{state.seq}"

@@ -19,7 +19,7 @@ from vpcq.orchestrator.failure import fail
 from vpcq.orchestrator.snapshot import dump_state, load_state
 from vpcq.orchestrator.state import INITIAL, State, view_of
 
-from .core import apply, cmd, envelopes, given
+from .core import apply, cmd, envelopes, given, pairs_envelopes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -168,12 +168,13 @@ def test_a_failure_cancels_later_commands_on_the_same_vpc_and_restores_it():
         cmd("create-vpc", name="b", cidr="10.1.0.0/16"),
     )
     failed = state.commands["c1"]
-    events = fail(state, _view_at(history), failed, "boom")
+    pairs = fail(state, _view_at(history), failed, "boom")
+    events = [e for _cid, e in pairs]
     fails = [e for e in events if isinstance(e, ChangeFailed)]
     assert [(e.command_id, e.caused_by) for e in fails] == [("c1", None), ("c2", "c1")]
     (restored,) = [e for e in events if isinstance(e, VpcRestored)]
     assert restored.vpc == "a" and restored.to_seq == failed.seq - 1
-    after = fold(state, envelopes(state, events, "w"))
+    after = fold(state, pairs_envelopes(state, pairs))
     assert after.vpcs["a"].subnets == {}
     assert "b" in after.vpcs and after.pending == ("c3",) and list(after.commands) == ["c3"]
     assert fails[0].reason == "boom"
@@ -185,10 +186,53 @@ def test_a_failed_peering_restores_both_sides():
         cmd("create-vpc", name="b", cidr="10.1.0.0/16"),
         cmd("peer-vpcs", a="a", b="b"),
     )
-    events = fail(state, _view_at(history), state.commands["c2"], "no")
-    assert {e.vpc for e in events if isinstance(e, VpcRestored)} == {"a", "b"}
-    after = fold(state, envelopes(state, events, "w"))
+    pairs = fail(state, _view_at(history), state.commands["c2"], "no")
+    assert {e.vpc for _cid, e in pairs if isinstance(e, VpcRestored)} == {"a", "b"}
+    after = fold(state, pairs_envelopes(state, pairs))
     assert not after.peerings and set(after.vpcs) == {"a", "b"}
+
+
+def test_a_later_deletion_is_not_cancelled_by_a_failure_but_decided_again():
+    state, history = _pending(
+        cmd("create-vpc", name="a", cidr="10.0.0.0/16"),
+        cmd("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24"),
+        cmd("add-subnet", vpc="a", name="db", cidr="10.0.2.0/24"),
+        cmd("delete-vpc", name="a"),
+    )
+    pairs = fail(state, _view_at(history), state.commands["c1"], "boom")
+    fails = [(e.command_id, e.caused_by) for _cid, e in pairs if isinstance(e, ChangeFailed)]
+    assert fails == [("c1", None), ("c2", "c1")]  # the change after it is cancelled; not c3
+    redecided = [(cid, type(e).__name__) for cid, e in pairs if cid == "c3"]
+    assert redecided == [("c3", "CommandRedecided"), ("c3", "VpcDeleted")]
+    after = fold(state, pairs_envelopes(state, pairs))
+    assert "a" not in after.vpcs  # the user's deletion stands: the VPC is not brought back
+    assert after.pending == ("c3",)
+    assert after.commands["c3"].last_seq == after.seq  # its target is the decision made again
+
+
+def test_a_deletion_of_what_only_a_cancelled_change_made_is_decided_to_nothing():
+    state, history = _pending(
+        cmd("create-vpc", name="a", cidr="10.0.0.0/16"),
+        cmd("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24"),
+        cmd("delete-subnet", vpc="a", name="web"),
+    )
+    pairs = fail(state, _view_at(history), state.commands["c1"], "boom")
+    assert [(cid, type(e).__name__) for cid, e in pairs if cid == "c2"] == [("c2", "CommandRedecided")]
+    after = fold(state, pairs_envelopes(state, pairs))
+    assert after.vpcs["a"].subnets == {} and after.pending == ("c2",)  # its job records it
+
+
+def test_a_cleanup_decided_again_deletes_what_it_deleted_then_and_nothing_made_after():
+    state, history = _pending(
+        cmd("create-vpc", name="a", cidr="10.0.0.0/16"),
+        cmd("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24"),
+        cmd("cleanup"),
+        cmd("create-vpc", name="c", cidr="10.2.0.0/16"),
+    )
+    pairs = fail(state, _view_at(history), state.commands["c1"], "boom")
+    assert not [cid for cid, e in pairs if isinstance(e, ChangeFailed) and cid in ("c2", "c3")]
+    after = fold(state, pairs_envelopes(state, pairs))
+    assert set(after.vpcs) == {"c"} and after.pending == ("c2", "c3")
 
 
 def test_rollback_appends_a_restore_of_the_past_state():

@@ -60,10 +60,14 @@ def test_teardown_removes_the_chain_and_every_jump_to_it_in_every_table():
             "-A FORWARD -i vqbbbbbbu -j VPCQ-bbbbbb\n-A VPCQ-aaaaaa -j DROP\nCOMMIT\n"
             "*nat\n:POSTROUTING ACCEPT [0:0]\n:VPCQ-aaaaaa - [0:0]\n-A POSTROUTING -j VPCQ-aaaaaa\n"
             "-A VPCQ-aaaaaa -o inet0 -j MASQUERADE\nCOMMIT\n")
-    assert chain_teardown(text, "VPCQ-aaaaaa") == (
+    assert chain_teardown(text, ["VPCQ-aaaaaa"]) == (
         "*filter\n-D FORWARD -i vqaaaaaau -j VPCQ-aaaaaa\n-F VPCQ-aaaaaa\n-X VPCQ-aaaaaa\nCOMMIT\n"
         "*nat\n-D POSTROUTING -j VPCQ-aaaaaa\n-F VPCQ-aaaaaa\n-X VPCQ-aaaaaa\nCOMMIT\n")
-    assert chain_teardown(text, "VPCQ-cccccc") == ""  # already gone: nothing to do
+    assert chain_teardown(text, ["VPCQ-cccccc"]) == ""  # already gone: nothing to do
+    assert chain_teardown(text, ["VPCQ-bbbbbb", "VPCQ-aaaaaa", "VPCQ-cccccc"]) == (  # one restore
+        "*filter\n-D FORWARD -i vqaaaaaau -j VPCQ-aaaaaa\n-D FORWARD -i vqbbbbbbu -j VPCQ-bbbbbb\n"
+        "-F VPCQ-aaaaaa\n-F VPCQ-bbbbbb\n-X VPCQ-aaaaaa\n-X VPCQ-bbbbbb\nCOMMIT\n"
+        "*nat\n-D POSTROUTING -j VPCQ-aaaaaa\n-F VPCQ-aaaaaa\n-X VPCQ-aaaaaa\nCOMMIT\n")
 
 
 # ---- the host's rules after vpcq's own restore, without reading them again -----------------
@@ -102,7 +106,7 @@ def test_declaring_a_chain_again_flushes_it():
 
 
 def test_a_teardown_leaves_the_text_without_the_chain():
-    after = after_restore(HOST, chain_teardown(HOST, "VPCQ-aaaaaa"))
+    after = after_restore(HOST, chain_teardown(HOST, ["VPCQ-aaaaaa"]))
     assert after is not None
     assert "VPCQ-aaaaaa" not in after
     assert chain_rules(after, "filter", "FORWARD") == ["-j DOCKER-USER"]

@@ -81,3 +81,38 @@ def test_a_host_rules_lock_held_too_long_is_a_transient_error(tmp_path: Path):
             asyncio.run(_with_host_rules(path, lambda: None, wait=0.2))
     assert e.value.transient
     asyncio.run(_with_host_rules(path, lambda: None, wait=0.2))  # free again: taken at once
+
+
+class _SlowNetlink:
+    """A netlink whose requests each wait 0.3 s, as they do behind the rtnl lock while the
+    kernel destroys a cleanup's namespaces."""
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def set_link(self, ns: object, name: str, master: object) -> None:
+        self.threads.add(threading.current_thread().name)
+        time.sleep(0.3)
+
+    def close(self) -> None:
+        pass
+
+
+def test_netlink_requests_that_wait_in_the_kernel_leave_the_loop_free(tmp_path: Path):
+    """The root of the cleanup race: requests made on the event loop stalled it for the
+    whole of a cleanup (18 s), the VPC locks it renews lapsed, and another worker took them."""
+    from vpcq.orchestrator.diff import Step
+    from vpcq.orchestrator.topology import LinkState
+    from vpcq.workers.kernel.adapter import Kernel
+
+    kernel = Kernel(tmp_path / "apps", tmp_path / "host-rules.lock")
+    slow = _SlowNetlink()
+    kernel.nl = slow  # type: ignore[assignment]
+    steps = [Step("create", LinkState("ns", f"l{i}")) for i in range(3)]
+    try:
+        ticks, took = asyncio.run(_ticks_during(kernel.apply_batch(steps, 0, lambda: None)))
+    finally:
+        kernel.close()
+    assert took >= 0.9
+    assert ticks >= 40, f"the loop ran {ticks} times in {took:.2f} s"
+    assert slow.threads and not {"MainThread"} & slow.threads

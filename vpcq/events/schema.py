@@ -90,6 +90,20 @@ class ChangeFailed(Frozen):
         return self.vpcs
 
 
+class CommandRedecided(Frozen):
+    """A pending deletion decided again: an earlier change on its VPCs failed and they were
+    restored to how they were before it, so what the deletion had decided no longer fits.
+    Its new domain events follow in the same commit (a deletion is never cancelled)."""
+
+    type: Literal["CommandRedecided"] = "CommandRedecided"
+    kind: str
+    vpcs: tuple[str, ...]
+    events: int  # how many domain events follow it in the same commit
+
+    def aggregates(self) -> tuple[str, ...]:
+        return self.vpcs
+
+
 class DriftRepaired(Frozen):
     """A worker found the kernel different from the log (a reboot, a hand edit) and fixed it."""
 
@@ -232,6 +246,7 @@ Event: TypeAlias = Annotated[
     CommandAccepted
     | ChangeApplied
     | ChangeFailed
+    | CommandRedecided
     | DriftRepaired
     | VpcCreated
     | SubnetAdded
@@ -254,6 +269,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "CommandAccepted": 1,
     "ChangeApplied": 1,
     "ChangeFailed": 1,
+    "CommandRedecided": 1,
     "DriftRepaired": 1,
     "VpcCreated": 1,
     "SubnetAdded": 1,

@@ -18,13 +18,13 @@ import gc
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from vpcq.errors import ConcurrencyError
+from vpcq.errors import ConcurrencyError, LockLost
 from vpcq.events.schema import (
     COMMIT,
     ENVELOPE,
@@ -36,8 +36,10 @@ from vpcq.events.schema import (
 )
 from vpcq.events.upcast import upcast, upcast_event
 
-# ARGV: expected version (-1: any), then quadruples (once-key, command key, event count, commit
-# JSON without its sequence number). A commit with a once-key (an outcome's command id) is
+# ARGV: expected version (-1: any), a lock token ('' for none), then quadruples (once-key,
+# command key, event count, commit JSON without its sequence number). With a token, KEYS[6..]
+# are locks that must all still hold it (fencing: a worker whose locks lapsed, and that another
+# worker may have taken over, records nothing). A commit with a once-key (an outcome's command id) is
 # written only if no commit with that key was written before: a job that runs twice can never
 # record an outcome twice. A commit with a command key (the id of the command whose
 # CommandAccepted it starts with) is indexed by it, as an outcome is by its once-key, so a
@@ -46,12 +48,22 @@ from vpcq.events.upcast import upcast, upcast_event
 # script numbers each commit (`"s"`, also the entry's id) as it writes it.
 _APPEND = """
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cur == nil then
+  return redis.error_reply('BAD_VERSION the log version key is not a number')
+end
 local expected = tonumber(ARGV[1])
 if expected >= 0 and cur ~= expected then
   return redis.error_reply('VERSION_CONFLICT ' .. cur)
 end
+if ARGV[2] ~= '' then
+  for k = 6, #KEYS do
+    if redis.call('GET', KEYS[k]) ~= ARGV[2] then
+      return redis.error_reply('LOCK_LOST ' .. KEYS[k])
+    end
+  end
+end
 redis.call('SETNX', KEYS[5], cur + 1)
-for i = 2, #ARGV, 4 do
+for i = 3, #ARGV, 4 do
   local once = ARGV[i]
   if once == '' or redis.call('HSETNX', KEYS[3], once, cur + 1) == 1 then
     local body = '{"s":' .. (cur + 1) .. ',' .. string.sub(ARGV[i + 3], 2)
@@ -67,6 +79,14 @@ return cur
 """
 
 PAGE = 2000  # entries per XRANGE
+
+
+class Fence(Protocol):
+    """Locks an append must still hold (a worker's lease)."""
+
+    names: list[str]
+    keys: list[str]
+    token: str
 
 
 def encode(commit: Commit) -> bytes:
@@ -146,22 +166,26 @@ class EventStore:
         v = await self.redis.get(self.version_key)
         return int(v or 0)
 
-    async def append(self, events: Sequence[Envelope], expected_version: int | None) -> int:
-        """Append atomically if the log is at `expected_version` (None: anywhere); new version.
+    async def append(
+        self, events: Sequence[Envelope], expected_version: int | None, fence: Fence | None = None
+    ) -> int:
+        """Append atomically if the log is at `expected_version` (None: anywhere) and, with a
+        `fence`, only while its locks still hold its token (else LockLost); new version.
 
         The events are numbered by the store, from the version up. A command's outcome
         (ChangeApplied or ChangeFailed) is written at most once.
         """
         if not events:
             return await self.version()
-        args: list[Any] = [-1 if expected_version is None else expected_version]
+        args: list[Any] = [-1 if expected_version is None else expected_version,
+                           fence.token if fence is not None else ""]
         for c in commits_of(events):
             first = c.events[0].type
             once = c.command_id if first in OUTCOMES else ""
             command = c.command_id if first == "CommandAccepted" else ""
             args += [once, command, len(c.events), encode(c)]
         keys = [self.stream, self.version_key, self.outcomes_key, self.commands_key,
-                self.indexed_key]
+                self.indexed_key, *(fence.keys if fence is not None else ())]
         try:
             result = await self._append(keys=keys, args=args)
         except ResponseError as e:
@@ -169,6 +193,8 @@ class EventStore:
             if text.startswith("VERSION_CONFLICT"):
                 actual = int(text.split()[1])
                 raise ConcurrencyError(expected_version or 0, actual) from e
+            if text.startswith("LOCK_LOST") and fence is not None:
+                raise LockLost(fence.names) from e
             raise
         return int(result)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from vpcq.events.schema import (
     AppDeployed,
@@ -11,6 +11,7 @@ from vpcq.events.schema import (
     ChangeApplied,
     ChangeFailed,
     CommandAccepted,
+    CommandRedecided,
     Commit,
     DriftRepaired,
     Envelope,
@@ -39,6 +40,13 @@ class Header(Protocol):
     correlation_id: str
     actor: str
     time: str
+
+
+class _Head(NamedTuple):
+    command_id: str
+    correlation_id: str = ""
+    actor: str = ""
+    time: str = ""
 
 
 class Folder:
@@ -78,15 +86,26 @@ class Folder:
     def domain(self, ev: DomainEvent) -> None:
         _ON[type(ev)](self, ev, None)
 
+    def event(self, ev: object, command_id: str) -> None:
+        """One event of `command_id`, as the next in the log (for a decision made on events
+        that are not appended yet)."""
+        self.seq += 1
+        _ON[type(ev)](self, ev, _Head(command_id))
+
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _accepted(self, ev: CommandAccepted, head: Header) -> None:
         cid = head.command_id
         self.commands[cid] = CommandRecord(
             cid, ev.kind, self.seq, self.seq + ev.events, ev.vpcs, "pending", None,
-            head.actor, head.time, head.correlation_id,
+            head.actor, head.time, head.correlation_id, ev.args,
         )  # fmt: skip
         self.pending[cid] = None
+
+    def _redecided(self, ev: CommandRedecided, head: Header) -> None:
+        rec = self.commands.get(head.command_id)
+        if rec is not None:  # its target is now what follows this event
+            self.commands[head.command_id] = rec._replace(last_seq=self.seq + ev.events)
 
     def _applied(self, ev: ChangeApplied, head: Header) -> None:
         self._finished(ev.command_id)
@@ -186,6 +205,7 @@ _ON: dict[type, Callable[[Folder, Any, Any], None]] = {
     CommandAccepted: Folder._accepted,
     ChangeApplied: Folder._applied,
     ChangeFailed: Folder._failed,
+    CommandRedecided: Folder._redecided,
     DriftRepaired: Folder._drift,
     VpcCreated: Folder._vpc_created,
     SubnetAdded: Folder._subnet_added,

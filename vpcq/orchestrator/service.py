@@ -26,9 +26,9 @@ from vpcq.orchestrator.state import INITIAL, State
 MAX_RETRIES = 200
 SNAPSHOT_EVERY = 2000
 # Versioned: a snapshot of another layout is not read as this one's. 2: the state holds
-# pending commands only (finished ones leave it).
-SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:2"
-OLD_SNAPSHOT_KEYS = (f"{KEY_PREFIX}:snapshot",)  # removed when a snapshot is written
+# pending commands only (finished ones leave it). 3: a pending command keeps its arguments.
+SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:3"
+OLD_SNAPSHOT_KEYS = (f"{KEY_PREFIX}:snapshot", f"{KEY_PREFIX}:snapshot:2")  # removed on write
 
 
 @dataclass(frozen=True)

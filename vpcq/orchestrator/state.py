@@ -86,6 +86,7 @@ class CommandRecord(NamedTuple):
     actor: str = ""
     time: str = ""
     correlation_id: str = ""
+    args: Mapping[str, str | int | bool | None] = MappingProxyType({})  # as CommandAccepted has them
 
 
 def pair(a: str, b: str) -> str:

@@ -149,6 +149,8 @@ class App:
 
 
 Resource = Netns | Sysctl | Bridge | Veth | LinkState | Addr | Route | Rules | HostChain | App
+
+UNKNOWN = "?"  # the peer of a veth end seen alone (broken, or not vpcq's): Veth(ns, name, "?", "?")
 Topology = dict[tuple[object, ...], Resource]
 
 FORWARD = "net/ipv4/ip_forward"

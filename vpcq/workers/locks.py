@@ -1,15 +1,24 @@
-"""Per-VPC locks in Redis, with expiry (a crashed holder's lock lapses)."""
+"""Per-VPC locks in Redis, with expiry (a crashed holder's lock lapses), held as leases.
+
+A lock is renewed by a task on the holder's event loop. If that loop stalls (a long
+blocking call) or Redis cannot be reached, the lock can lapse while the holder still works,
+and another worker takes it. So a holder checks its lease before every kernel step and the
+log's append script checks the tokens (fencing): a worker that lost a lock changes nothing
+more and records nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from vpcq.errors import VpcqError
+from vpcq.errors import LockLost, VpcqError
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -35,6 +44,28 @@ class Busy(VpcqError):
         self.name = name
 
 
+@dataclass
+class Lease:
+    """The locks one holder has, while it has them."""
+
+    names: list[str]
+    keys: list[str]
+    token: str
+    ttl: float  # seconds
+    renewed_at: float = field(default_factory=time.monotonic)
+    lost: bool = False
+
+    @property
+    def valid(self) -> bool:
+        # a margin under the TTL: the last renewal may have been read late by a busy loop
+        return not self.lost and time.monotonic() - self.renewed_at < self.ttl * 0.8
+
+    def check(self) -> None:
+        """Raise LockLost unless every lock is surely still held."""
+        if not self.valid:
+            raise LockLost(self.names)
+
+
 class Locks:
     """Short-lived locks, renewed while held: a worker killed with SIGKILL holds nothing for
     longer than `ttl_ms`, so the VPC's next job starts soon after."""
@@ -46,27 +77,43 @@ class Locks:
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
 
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:lock:{name}"
+
     @asynccontextmanager
-    async def hold(self, names: Sequence[str]) -> AsyncIterator[None]:
+    async def hold(self, names: Sequence[str]) -> AsyncIterator[Lease]:
         """Hold every lock (taken in sorted order, so two holders never deadlock) or raise Busy."""
         token = secrets.token_hex(8)
         taken: list[str] = []
+        ordered = sorted(set(names))
         try:
-            for name in sorted(set(names)):
-                key = f"{self.prefix}:lock:{name}"
+            for name in ordered:
+                key = self.key(name)
                 if not await self.redis.set(key, token, nx=True, px=self.ttl_ms):
                     raise Busy(name)
                 taken.append(key)
-            renew = asyncio.create_task(self._keep(taken, token))
+            lease = Lease(ordered, taken, token, self.ttl_ms / 1000)
+            renew = asyncio.create_task(self._keep(lease))
             try:
-                yield
+                yield lease
             finally:
                 renew.cancel()
         finally:
             for key in reversed(taken):
-                await self._release(keys=[key], args=[token])
+                try:
+                    await self._release(keys=[key], args=[token])
+                except Exception:  # Redis gone: the lock lapses by itself
+                    pass
 
-    async def _keep(self, keys: list[str], token: str) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
-            await self._renew(keys=keys, args=[token, self.ttl_ms])
+    async def _keep(self, lease: Lease) -> None:
+        while not lease.lost:
+            await asyncio.sleep(lease.ttl / 3)
+            sent = time.monotonic()  # the lock runs for a TTL from when Redis renewed it, later
+            try:
+                held = await self._renew(keys=lease.keys, args=[lease.token, self.ttl_ms])
+            except Exception:  # Redis unreachable: the lease runs out unless a renewal lands
+                continue
+            if int(held) < len(lease.keys):
+                lease.lost = True
+            else:
+                lease.renewed_at = sent

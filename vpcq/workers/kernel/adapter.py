@@ -7,14 +7,17 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from vpcq.errors import KernelError
 from vpcq.orchestrator.diff import Step
 from vpcq.orchestrator.rules import EMPTY_FILTER
 from vpcq.orchestrator.topology import (
+    UNKNOWN,
     Addr,
     App,
     Bridge,
@@ -33,8 +36,8 @@ from vpcq.workers.kernel.apps import Apps
 from vpcq.workers.kernel.hostrules import HostRules
 from vpcq.workers.kernel.netlink import LinkInfo, Netlink
 
+T = TypeVar("T")
 OWNED = "VPCQ-OWNED"  # marks a host table that vpcq created
-UNKNOWN = "?"
 
 
 @dataclass
@@ -74,17 +77,21 @@ class Kernel:
 
     def __init__(self, apps_dir: Path, lock_path: Path) -> None:
         self.nl = Netlink()
+        # every netlink call blocks (see Netlink), so all of them are made on this thread
+        self._nl_thread = ThreadPoolExecutor(1, thread_name_prefix="vpcq-netlink")
         self._lock_path = lock_path  # serialises host rule changes between this host's workers
         self.apps = Apps(apps_dir)
-        self._veths_seen: list[Veth] = []  # veth pairs seen by the last observe
-        # far ends of removed namespaces' veths: (namespace, its identity, link, its index)
-        self._dying: list[tuple[str | None, int, str, int]] = []
         # a vpcq namespace -> ((its identity, nft generation), rules as last read)
         self._rules_seen: dict[str, tuple[tuple[int | None, int], str]] = {}
         self._host = HostRules(lock_path.with_name("host-rules.cache"))  # the host's
 
     def close(self) -> None:
-        self.nl.close()
+        self._nl_thread.submit(self.nl.close).result()
+        self._nl_thread.shutdown()
+
+    async def _netlink(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) on the netlink thread; the event loop goes on meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._nl_thread, fn, *args)
 
     # ---- the host's internet interface -------------------------------------------------------
 
@@ -93,40 +100,19 @@ class Kernel:
         env = os.environ.get("VPCQ_UPLINK")
         if env:
             return env
-        links = await self.nl.links(None)
-        for dst, _gw, dev in await self.nl.routes(None, links):
-            if dst == "default":
-                return dev
-        return None
+        def read() -> str | None:
+            links = self.nl.links(None)
+            return next((dev for dst, _gw, dev in self.nl.routes(None, links) if dst == "default"),
+                        None)
+
+        return await self._netlink(read)
 
     # ---- observe -----------------------------------------------------------------------------
 
     async def observe(self, scope: Scope, desired: Topology, *, all_rules: bool = False) -> Topology:
         """What exists now of everything in `scope`, as the same records `plan` makes."""
-        await self._settle()
         out: Topology = {}
-        links: dict[str | None, dict[str, LinkInfo]] = {}
-        if scope.host_links:  # looked up by name: the host holds every VPC's uplink
-            links[None] = await self.nl.links(None, scope.host_links)
-        for name in sorted(scope.namespaces):
-            self.nl.revalidate(name)
-            if netns.exists(name):
-                _put(out, Netns(name))
-                links[name] = await self.nl.links(name)
-            elif ("netns", name) not in desired and netns.leftover(name):
-                _put(out, Netns(name))  # a removal cut short: removing it again finishes it
-        self._veths(out, links, {**scope.veths, **{
-            k: r for k, r in desired.items() if isinstance(r, Veth)}})
-        for ns, lmap in links.items():
-            for li in lmap.values():
-                if li.kind in ("bridge",) and ns is not None:
-                    _put(out, Bridge(ns, li.name))
-                _put(out, LinkState(ns, li.name, li.master, li.up))
-            for dev, address, prefixlen in await self.nl.addrs(ns, lmap, each=ns is None):
-                if dev != "lo":
-                    _put(out, Addr(ns, dev, address, prefixlen))
-            for dst, gw, dev in await self.nl.routes(ns, lmap, each=ns is None):
-                _put(out, Route(ns, dst, gw, dev))
+        links = await self._netlink(self._observe_links, scope, desired, out)
         by_ns: dict[str | None, list[str]] = {}
         for where, name in sorted(scope.sysctls, key=lambda k: (k[0] or "", k[1])):
             if where is not None and where not in links:
@@ -161,8 +147,35 @@ class Kernel:
                 _put(out, App(sub_ns, app.port, app.vpc, app.subnet))
         if scope.host_chains:
             await self._host_chains(out, scope.host_chains)
-        self._veths_seen = [r for r in out.values() if isinstance(r, Veth)]
         return out
+
+    def _observe_links(self, scope: Scope, desired: Topology,
+                       out: Topology) -> dict[str | None, dict[str, LinkInfo]]:
+        """Namespaces, links, addresses and routes in scope into `out` (on the netlink
+        thread); returns the links of each namespace looked into."""
+        links: dict[str | None, dict[str, LinkInfo]] = {}
+        if scope.host_links:  # looked up by name: the host holds every VPC's uplink
+            links[None] = self.nl.links(None, scope.host_links)
+        for name in sorted(scope.namespaces):
+            self.nl.revalidate(name)
+            if netns.exists(name):
+                _put(out, Netns(name))
+                links[name] = self.nl.links(name)
+            elif ("netns", name) not in desired and netns.leftover(name):
+                _put(out, Netns(name))  # a removal cut short: removing it again finishes it
+        self._veths(out, links, {**scope.veths, **{
+            k: r for k, r in desired.items() if isinstance(r, Veth)}})
+        for ns, lmap in links.items():
+            for li in lmap.values():
+                if li.kind in ("bridge",) and ns is not None:
+                    _put(out, Bridge(ns, li.name))
+                _put(out, LinkState(ns, li.name, li.master, li.up))
+            for dev, address, prefixlen in self.nl.addrs(ns, lmap, each=ns is None):
+                if dev != "lo":
+                    _put(out, Addr(ns, dev, address, prefixlen))
+            for dst, gw, dev in self.nl.routes(ns, lmap, each=ns is None):
+                _put(out, Route(ns, dst, gw, dev))
+        return links
 
     async def _rules(self, ns: str) -> str:
         """A vpcq namespace's rules as `iptables-save` prints them."""
@@ -172,38 +185,22 @@ class Kernel:
         """`iptables-save` of a namespace (None: the host, see `hostrules`). Read again only
         when the namespace's nftables generation moved since the last read (any rule change,
         by vpcq or by hand, moves it): a warm no-op reconcile forks no iptables-save."""
-        gen = self.nl.generation(ns) if iptables.nft_backend() else None
+        gen = await self._netlink(self.nl.generation, ns) if iptables.nft_backend() else None
         if ns is None:  # this thread is in the host namespace, as are the host's threads
             text = self._host.cached(gen)
             return text if text is not None else await netns.arun_in(
                 None, lambda: self._host.read_here()[1])
         if gen is None:
             return await iptables.save(ns)
-        seen = (self._identity(ns), gen)  # a namespace made again starts a new generation count
+        # a namespace made again starts a new generation count
+        seen = (await self._netlink(self._identity, ns), gen)
         cached = self._rules_seen.get(ns)
         if cached is not None and cached[0] == seen:
             return cached[1]
         text = await iptables.save(ns)
-        if self.nl.generation(ns) == gen:  # nothing changed while it was read
+        if await self._netlink(self.nl.generation, ns) == gen:  # nothing changed while it was read
             self._rules_seen[ns] = (seen, text)
         return text
-
-    async def _settle(self, timeout: float = 5.0) -> None:
-        """Wait until the interfaces of namespaces removed earlier are really gone.
-
-        The kernel destroys a removed namespace's interfaces asynchronously; until it has, the
-        far ends of its veths still exist in other namespaces, and an observation made in
-        between would see objects that are about to vanish.
-        """
-        deadline = time.monotonic() + timeout
-        for where, ident, name, index in self._dying:
-            while self._identity(where) == ident and await self.nl.ifindex(where, name) == index:
-                if time.monotonic() > deadline:
-                    raise KernelError("wait for", f"{name} in {where or 'host'} to go away",
-                                      "its namespace was removed but it is still there",
-                                      transient=True)
-                await asyncio.sleep(0.005)
-        self._dying.clear()
 
     def _identity(self, ns: str | None) -> int | None:
         """The namespace that `ns` names now, None if it names none."""
@@ -280,56 +277,19 @@ class Kernel:
         delete = step.op == "delete"
         match r:
             case Netns():
-                self.nl.forget(r.name)  # sockets of an older namespace of that name go too
-                self._rules_seen.pop(r.name, None)
+                await self._netlink(self._forget_namespace, r.name)
                 if delete:
-                    # the far ends, as they are now: another namespace or link may take a
-                    # name later (the VPC made again by another worker), and is no end of ours
-                    for where, name in [(v.peer_ns, v.peer_name) if v.ns == r.name else (v.ns, v.name)
-                                        for v in self._veths_seen if r.name in (v.ns, v.peer_ns)]:
-                        ident = self._identity(where)
-                        if ident is None:
-                            continue  # that namespace is gone already, and its links with it
-                        try:
-                            index = await self.nl.ifindex(where, name)
-                        except (KernelError, OSError):
-                            continue  # not a namespace any more (a removal cut short)
-                        if index is not None:
-                            self._dying.append((where, ident, name, index))
-                    netns.remove(r.name)
+                    await netns.aremove(r.name)
                 else:
                     await netns.acreate(r.name)
             case Sysctl():
                 await netns.arun_in(r.ns, lambda: _write_sysctl(r.name, r.value))
-            case Bridge():
-                if delete:
-                    await self.nl.delete_link(r.ns, r.name)
-                else:
-                    await self.nl.add_bridge(r.ns, r.name, up=step.state is not None)
-            case Veth():
-                if delete:
-                    await self.nl.delete_link(r.ns, r.name)
-                else:
-                    st = step.state
-                    await self.nl.add_veth(r.ns, r.name, r.peer_ns, r.peer_name, st is not None,
-                                           st.master if st is not None else None)
-            case LinkState():
-                if not delete:
-                    await self.nl.set_link(r.ns, r.name, r.master)
-            case Addr():
-                if delete:
-                    await self.nl.del_addr(r.ns, r.dev, r.address, r.prefixlen)
-                else:
-                    await self.nl.add_addr(r.ns, r.dev, r.address, r.prefixlen)
-            case Route():
-                if delete:
-                    await self.nl.del_route(r.ns, r.dst)
-                else:
-                    await self.nl.replace_route(r.ns, r.dst, r.gateway, r.dev)
+            case Bridge() | Veth() | LinkState() | Addr() | Route():
+                await self._netlink(self._link_step, step)
             case Rules():
                 await iptables.restore(r.ns, EMPTY_FILTER if delete else r.text)
             case HostChain():
-                await self._apply_host_chain(r, delete)
+                await self.apply_host_chains([r], delete)
             case App():
                 if delete:
                     await self.apps.stop(r.ns)
@@ -337,22 +297,111 @@ class Kernel:
                     await self.apps.stop(r.ns)  # a stale or different app goes first
                     await self.apps.start(r.ns, r.port, r.vpc, r.subnet)
 
-    async def _apply_host_chain(self, r: HostChain, delete: bool) -> None:
+    def _forget_namespace(self, name: str) -> None:
+        """Before a namespace is made or removed: drop what is known through its name (its
+        sockets pin it, and a new namespace of that name is another one)."""
+        self.nl.forget(name)
+        self._rules_seen.pop(name, None)
+
+    def _link_step(self, step: Step) -> None:
+        """A step on a link, an address or a route (on the netlink thread)."""
+        r = step.resource
+        delete = step.op == "delete"
+        match r:
+            case Bridge():
+                if delete:
+                    self.nl.delete_link(r.ns, r.name)
+                else:
+                    self.nl.add_bridge(r.ns, r.name, up=step.state is not None)
+            case Veth():
+                if delete:
+                    self.nl.delete_link(r.ns, r.name)
+                else:
+                    st = step.state
+                    self.nl.add_veth(r.ns, r.name, r.peer_ns, r.peer_name, st is not None,
+                                     st.master if st is not None else None)
+            case LinkState():
+                if not delete:
+                    self.nl.set_link(r.ns, r.name, r.master)
+            case Addr():
+                if delete:
+                    self.nl.del_addr(r.ns, r.dev, r.address, r.prefixlen)
+                else:
+                    self.nl.add_addr(r.ns, r.dev, r.address, r.prefixlen)
+            case Route():
+                if delete:
+                    self.nl.del_route(r.ns, r.dst)
+                else:
+                    self.nl.replace_route(r.ns, r.dst, r.gateway, r.dev)
+
+    async def apply_batch(self, steps: Sequence[Step], first: int, guard: Callable[[], None],
+                          before: Before | None = None) -> None:
+        """Carry out a run of steps that `batch_end` found can go together (the first is
+        step number `first` of its change). `guard()` is called before each step and stops
+        the run by raising (a lost lease); `before(n, step)`, if given, is awaited on the
+        event loop before each (fault injection, a line per step)."""
+        r0 = steps[0].resource
+        if isinstance(r0, HostChain) and len(steps) > 1:  # one restore for them all
+            for n, step in enumerate(steps, first):
+                guard()
+                if before is not None:
+                    await before(n, step)
+            chains = [s.resource for s in steps if isinstance(s.resource, HostChain)]
+            await self.apply_host_chains(chains, delete=steps[0].op == "delete")
+        elif isinstance(r0, _LINKS):  # one trip to the netlink thread for the whole run
+            await self._netlink(self._link_steps, steps, first, guard, before,
+                                asyncio.get_running_loop())
+        else:
+            for n, step in enumerate(steps, first):
+                guard()
+                if before is not None:
+                    await before(n, step)
+                await self.apply(step)
+
+    def _link_steps(self, steps: Sequence[Step], first: int, guard: Callable[[], None],
+                    before: Before | None, loop: asyncio.AbstractEventLoop) -> None:
+        """Link, address and route steps, on the netlink thread; veths of one namespace that
+        are deleted one after another go in one request (`Netlink.delete_links`)."""
+        i = 0
+        while i < len(steps):
+            end = i + 1
+            r = steps[i].resource
+            if steps[i].op == "delete" and isinstance(r, Veth):
+                while (end < len(steps) and steps[end].op == "delete"
+                       and isinstance(steps[end].resource, Veth) and steps[end].resource.ns == r.ns):
+                    end += 1
+            for n in range(i, end):
+                guard()
+                if before is not None:
+                    asyncio.run_coroutine_threadsafe(before(first + n, steps[n]), loop).result()
+            if end - i > 1:
+                names = [s.resource.name for s in steps[i:end] if isinstance(s.resource, Veth)]
+                self.nl.delete_links(r.ns, names)
+            else:
+                self._link_step(steps[i])
+            i = end
+
+    async def apply_host_chains(self, chains: list[HostChain], delete: bool) -> None:
+        """Create (or update) or delete host chains and their jumps, in one restore: the host
+        holds every VPC's chains, and a cleanup or a restore after a reboot has hundreds."""
         # the jump rules sit in one block, sorted by chain, so the host's tables are a function
         # of the log and not of the order in which VPCs were made, rolled back or restored;
         # the positions are read and used under a lock shared by this host's workers
         def create() -> None:
             key, text = self._host.read_here()  # what observe read, unless a rule changed since
             tables = {ln[1:] for ln in text.splitlines() if ln.startswith("*")}
+            jumps = [j for r in chains for j in _jump_rules(r)]
             doc = []
             for table in ("filter", "nat"):
-                doc += [f"*{table}", f":{r.chain} - [0:0]"]
+                doc.append(f"*{table}")
                 # a table vpcq brings into existence gets an owner tag, so that the last VPC's
                 # teardown can remove the table too and leave `nft list ruleset` as it found it
                 doc += [] if table in tables else [f":{OWNED} - [0:0]"]
-                doc += [f"-A {r.chain} {rule}" for rule in (r.filter if table == "filter" else r.nat)]
-                for chain in sorted({c for t, c, _ in _jump_rules(r) if t == table}):
-                    new = [rest for t, c, rest in _jump_rules(r) if t == table and c == chain]
+                for r in chains:
+                    doc.append(f":{r.chain} - [0:0]")
+                    doc += [f"-A {r.chain} {rule}" for rule in (r.filter if table == "filter" else r.nat)]
+                for chain in sorted({c for t, c, _ in jumps if t == table}):
+                    new = [rest for t, c, rest in jumps if t == table and c == chain]
                     doc += [f"-I {chain} {pos} {rest}"
                             for pos, rest in jump_inserts(chain_rules(text, table, chain), new)]
                 doc.append("COMMIT")
@@ -362,7 +411,7 @@ class Kernel:
         # last two VPCs at once must not both try to remove the same table
         def teardown() -> None:
             key, text = self._host.read_here()
-            doc = chain_teardown(text, r.chain)
+            doc = chain_teardown(text, [r.chain for r in chains])
             if doc:
                 self._host.restore_here(key, text, doc)
             iptables.drop_owned_tables_here(OWNED, self._host.read_here()[1])
@@ -370,12 +419,37 @@ class Kernel:
         await _with_host_rules(self._lock_path, teardown if delete else create)
 
 
+BATCH = 500  # steps carried out together at most
+_LINKS = (Bridge, Veth, LinkState, Addr, Route)  # the kinds of objects made with netlink
+Before = Callable[[int, Step], Coroutine[Any, Any, None]]
+
+
+def batch_end(steps: Sequence[Step], i: int) -> int:
+    """The end of the run of steps from `i` that `apply_batch` carries out together: host
+    chains all created or all deleted (one restore for them all), or links, addresses and
+    routes (one trip to the netlink thread: each trip can wait for the interpreter lock)."""
+    r0 = steps[i].resource
+    delete = steps[i].op == "delete"
+
+    def joins(s: Step) -> bool:
+        r = s.resource
+        if isinstance(r0, HostChain):
+            return isinstance(r, HostChain) and (s.op == "delete") == delete
+        return isinstance(r0, _LINKS) and isinstance(r, _LINKS)
+
+    j = i + 1
+    while j < len(steps) and j - i < BATCH and joins(steps[j]):
+        j += 1
+    return j
+
+
 _JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+)$")
 
 
-def chain_teardown(save_text: str, chain: str) -> str:
-    """An iptables-restore document (for --noflush) removing a chain and every rule that
-    jumps to it, in every table where it exists; empty if there is nothing to remove."""
+def chain_teardown(save_text: str, chains: Collection[str]) -> str:
+    """An iptables-restore document (for --noflush) removing chains and every rule that
+    jumps to them, in every table where they exist; empty if there is nothing to remove."""
+    doomed = set(chains)
     tables: dict[str, list[str]] = {}
     current: list[str] = []
     for line in save_text.splitlines():
@@ -386,11 +460,12 @@ def chain_teardown(save_text: str, chain: str) -> str:
     doc: list[str] = []
     for table, lines in tables.items():
         jumps = ["-D " + ln[3:] for ln in lines
-                 if ln.startswith("-A ") and ln.endswith(f" -j {chain}")
-                 and not ln.startswith(f"-A {chain} ")]
-        declared = any(ln.startswith(f":{chain} ") for ln in lines)
+                 if ln.startswith("-A ") and ln.split(" ", 2)[1] not in doomed
+                 and ln.rpartition(" -j ")[2] in doomed]
+        declared = sorted({ln[1:].split(" ", 1)[0] for ln in lines if ln.startswith(":")} & doomed)
         if jumps or declared:
-            doc += [f"*{table}", *jumps, *([f"-F {chain}", f"-X {chain}"] if declared else []), "COMMIT"]
+            doc += [f"*{table}", *jumps, *(f"-F {c}" for c in declared),
+                    *(f"-X {c}" for c in declared), "COMMIT"]
     return "\n".join(doc) + "\n" if doc else ""
 
 

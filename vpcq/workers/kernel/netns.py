@@ -226,6 +226,11 @@ def remove(name: str) -> None:
         raise KernelError("remove", f"netns {name}", str(e)) from e
 
 
+async def aremove(name: str) -> None:
+    """`remove` without blocking the event loop (an unmount can wait on the kernel)."""
+    await _in_thread_async(lambda: remove(name))
+
+
 def run_in(name: str | None, fn: Callable[[], T]) -> T:
     """Run `fn` inside namespace `name` (None: the process's own) on a pool thread, and wait.
 
