@@ -85,9 +85,12 @@ def test_unreachable_redis_is_one_line_and_exit_3(home, tmp_path):
     p = run_cli(["create-vpc", "a", "10.0.0.0/16"], env)
     assert p.returncode == 3
     line = one_line_error(p)
-    assert "cannot reach Redis at unix://" in line and "run `vpcq up`" in line
+    # someone else's Redis: `vpcq up` would not start it, so it is not suggested
+    assert "cannot reach Redis at unix://" in line and "vpcq up" not in line
     p = run_cli(["list"], env)
     assert p.returncode == 3
+    p = run_cli(["list"], {"VPCQ_HOME": str(home)})  # the embedded one, not started
+    assert p.returncode == 3 and "`vpcq up` starts the embedded instance" in one_line_error(p)
 
 
 def test_no_wait_prints_the_command_id_and_status_tells_its_fate(env, redis_url):
@@ -253,18 +256,18 @@ def test_up_and_down_manage_an_embedded_redis(tmp_path):
     try:
         p = run(["up", "--workers", "0"])
         assert p.returncode == 0, p.stderr
-        assert "started redis-server" in p.stdout
-        assert "no worker (--workers 0)" in p.stdout
+        assert "started the supervisor" in p.stdout and "started redis-server" in p.stdout
+        assert p.stdout.splitlines()[-1] == "up: redis-server and 0 worker(s) running"
         sock = home / "run" / "redis.sock"
         assert stat.S_IMODE(sock.stat().st_mode) == 0o700
         assert stat.S_IMODE((home / "redis.pass").stat().st_mode) == 0o600
         conf = (home / "redis.conf").read_text()
         assert "appendfsync always" in conf and "port 0" in conf
         p = run(["up", "--workers", "0"])
-        assert "started redis-server" not in p.stdout  # idempotent
+        assert p.stdout == "up: redis-server and 0 worker(s) running\n"  # idempotent
         assert run(["create-vpc", "a", "10.0.0.0/16", "--no-wait"]).returncode == 0
         p = run(["down"])
-        assert p.returncode == 0 and "redis" in p.stdout
+        assert p.returncode == 0 and p.stdout == "stopped supervisor, redis-server\n"
         assert run(["list"]).returncode == 3
         run(["up", "--workers", "0"])
         assert "VPC a" in run(["list"]).stdout  # the data survived down/up

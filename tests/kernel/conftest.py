@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, Client, token
+from vpcq import config
 from vpcq.workers.kernel import netns
 from vpcq.workers.kernel.sandbox import INTERNET_IP, build_internet, sweep
 
@@ -91,11 +92,21 @@ class Net:
     def client(self) -> Client:
         return Client(self.redis_url)
 
-    def vpcq(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def vpcq(self, *args: str, input: str | None = None,
+             embedded: bool = False) -> subprocess.CompletedProcess[str]:
+        """The real `vpcq` command; with `embedded`, on the instance's own Redis (the one
+        `vpcq up` starts under the test's home), not the session's."""
+        env = {**os.environ, **self.env}
+        if embedded:
+            env.pop("VPCQ_REDIS_URL")
         return subprocess.run(
             [sys.executable, "-m", "vpcq.cli.main", *args], input=input, capture_output=True,
-            text=True, env={**os.environ, **self.env}, cwd=ROOT, timeout=300,
+            text=True, env=env, cwd=ROOT, timeout=300,
         )  # fmt: skip
+
+    def embedded_client(self) -> Client:
+        """A client of the embedded Redis that `vpcq up` started under the test's home."""
+        return Client(config.redis_url(config.Paths(self.home)))
 
 
 @pytest.fixture

@@ -294,12 +294,15 @@ def test_vpcq_up_returns_once_its_workers_take_jobs_and_down_stops_them(net: Net
     try:
         p = net.vpcq("up", "--workers", "2")
         assert p.returncode == 0, p.stderr
-        assert p.stdout.strip() == "started 2 worker(s)"
+        lines = p.stdout.splitlines()
+        assert lines[0].startswith("started the supervisor (pid ")
+        assert [ln.split(" (")[0] for ln in lines[1:3]] == ["started worker-1", "started worker-2"]
+        assert lines[-1] == "up: 2 worker(s) running"  # Redis is not its own here: VPCQ_REDIS_URL
         assert net.client().listening("default") == {"default": 2}  # at once, not in a moment
         a = net.name("a")
         assert net.vpcq("create-vpc", a, "10.0.0.0/16").returncode == 0
         assert net.vpcq("delete-vpc", a).returncode == 0
     finally:
         p = net.vpcq("down")
-    assert p.stdout.strip() == "stopped worker-1, worker-2", p.stdout
+    assert p.stdout.strip() == "stopped supervisor, worker-1, worker-2", p.stdout
     assert net.client().listening("default") == {"default": 0}

@@ -11,21 +11,24 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Set
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 from vpcq import config, logs
 from vpcq.cli import embedded, render
 from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words
 from vpcq.errors import ConfigError, DomainError
 from vpcq.events.commands import Command, parse_command, parse_firewall
-from vpcq.events.connection import connect
+from vpcq.events.connection import connect, unreachable
 from vpcq.events.jobs import JobQueue
+from vpcq.events.observed import Observed
 from vpcq.events.schema import ChangeApplied, ChangeFailed
 from vpcq.events.store import EventStore
+from vpcq.orchestrator.decide import is_deletion
 from vpcq.orchestrator.evolve import command_record
 from vpcq.orchestrator.service import Orchestrator, StateLoader, Submitted
 
@@ -48,9 +51,16 @@ async def _redis() -> AsyncIterator[ArqRedis]:
 
 
 async def run(ns: argparse.Namespace) -> int:
-    """Dispatch a parsed command line."""
+    """Dispatch a parsed command line; Redis going away or stalling on the way is one line."""
     p = config.paths()
     logs.configure(p.logs / "vpcq.log" if p.home.exists() else None, verbose=ns.verbose)
+    try:
+        return await _dispatch(ns)
+    except RedisError as e:
+        raise unreachable(config.redis_url(p), e) from e
+
+
+async def _dispatch(ns: argparse.Namespace) -> int:
     if ns.cmd in MUTATIONS:
         return await _submit(ns, [_command_from(command_dict(ns))])
     handler = {
@@ -191,7 +201,11 @@ async def _submit(
             for s in submitted:
                 print(json.dumps(_sub_json(s)) if ns.json else s.command_id)
             return 0
-        outcomes = await _wait(store, queue, submitted, ns.timeout, progress=len(submitted) > 1)
+        deleting = {s.command_id for s, c in zip(submitted, commands, strict=True)
+                    if is_deletion(c.kind)}
+        outcomes = await _wait(store, queue, submitted, ns.timeout, progress=len(submitted) > 1,
+                               deleting=deleting)
+        ns.deleting = deleting
     return _report(ns, submitted, outcomes)
 
 
@@ -206,7 +220,7 @@ NO_WORKER_GRACE = 2.0
 
 async def _wait(
     store: EventStore, queue: JobQueue, submitted: list[Submitted], timeout: float,
-    progress: bool,
+    progress: bool, deleting: Set[str] = frozenset(),
 ) -> dict[str, ChangeApplied | ChangeFailed]:
     want = {s.command_id for s in submitted}
     outcomes: dict[str, ChangeApplied | ChangeFailed] = {}
@@ -235,13 +249,30 @@ async def _wait(
                 if len(outcomes) == len(want):
                     return
 
+    async def deletions() -> None:
+        """Say how a deletion that has to be tried again stands (what is left, why)."""
+        said: dict[str, str] = {}
+        observed = Observed(store.redis)
+        while True:
+            await asyncio.sleep(1.0)
+            for cid, p in (await observed.deleting(deleting - outcomes.keys())).items():
+                line = p.describe()
+                if said.get(cid) != line:
+                    said[cid] = line
+                    lead = "\n" if tty else ""
+                    print(f"{lead}vpcq: {cid} {line}; trying again", file=sys.stderr)
+
     check = asyncio.create_task(no_worker())
+    watch = asyncio.create_task(deletions()) if deleting else None
     try:
         await asyncio.wait_for(follow(), timeout)
     except TimeoutError:
         pass
     finally:
         check.cancel()
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         # only a hint: if it could not be given (Redis went away), follow() has said why
         await asyncio.gather(check, return_exceptions=True)
     if tty:
@@ -281,10 +312,12 @@ def _report(
         o = outcomes[s.command_id]
         print(f"vpcq: failed {s.command_id}: {o.reason}", file=sys.stderr)
     if missing:
+        deleting = [s for s in missing if s.command_id in getattr(ns, "deleting", ())]
+        why = ("a deletion is tried again until it is done" if deleting
+               else "is a worker running? `vpcq up`")
         print(
             f"vpcq: {len(missing)} command(s) not applied after {ns.timeout:.0f} s "
-            f"(is a worker running? `vpcq up`); `vpcq status {missing[0].command_id}` "
-            "tells later",
+            f"({why}); `vpcq status {(deleting or missing)[0].command_id}` tells later",
             file=sys.stderr,
         )
         return 4
@@ -300,10 +333,12 @@ async def _list(ns: argparse.Namespace) -> int:
         # this host's, and every host a VPC is on: how many of their workers are up
         hosts = sorted({config.host_id(), *(v.host for v in state.vpcs.values())})
         workers = await JobQueue(redis).listening(hosts)
+        progress = await Observed(redis).deleting(
+            c for c in state.pending if is_deletion(state.commands[c].kind))
     if ns.json:
-        print(json.dumps({**render.state_json(state), "workers": workers}, indent=2))
+        print(json.dumps({**render.state_json(state, progress), "workers": workers}, indent=2))
     else:
-        print(render.state_text(state))
+        print(render.state_text(state, progress))
         print("workers up: " + ", ".join(f"{n} on {h}" for h, n in workers.items()))
     return 0
 
@@ -330,15 +365,20 @@ async def _status(ns: argparse.Namespace) -> int:
     async with _redis() as redis:
         store = EventStore(redis, config.KEY_PREFIX)
         accepted, outcome = await store.command(ns.command_id)
-    rec = command_record(accepted, outcome) if accepted is not None else None
-    if rec is None:
-        raise DomainError("command_id", f"no command {ns.command_id!r} in the log")
+        rec = command_record(accepted, outcome) if accepted is not None else None
+        if rec is None:
+            raise DomainError("command_id", f"no command {ns.command_id!r} in the log")
+        deleting = rec.status == "pending" and is_deletion(rec.kind)
+        progress = (await Observed(redis).deleting([rec.id])).get(rec.id) if deleting else None
     if ns.json:
         print(json.dumps({"command_id": rec.id, "kind": rec.kind, "status": rec.status,
                           "reason": rec.reason, "seq": rec.seq, "vpcs": list(rec.vpcs),
-                          "actor": rec.actor, "time": rec.time}))
+                          "actor": rec.actor, "time": rec.time,
+                          "deleting": render.progress_json(progress) if deleting else None}))
     else:
         tail = f": {rec.reason}" if rec.reason else ""
+        if deleting:
+            tail = f": {progress.describe()}" if progress is not None else ": deleting"
         print(f"{rec.id} {rec.kind} {rec.status}{tail}")
     return {"applied": 0, "failed": 1, "pending": 4}[rec.status]
 
@@ -348,40 +388,70 @@ async def _status(ns: argparse.Namespace) -> int:
 
 async def _up(ns: argparse.Namespace) -> int:
     p = config.paths()
-    if "VPCQ_REDIS_URL" not in os.environ and embedded.start_redis(p):
-        print(f"started redis-server ({p.redis_sock})")
-    async with _redis() as redis:  # reachable, or ConfigError with the one-line reason
-        started = embedded.start_workers(p, ns.workers, ns.verbose)
-        if not started:
-            print(f"all {ns.workers} worker(s) already running" if ns.workers else "no worker (--workers 0)")
-            return 0
-        listening = await _started(p, JobQueue(redis), started, ns.workers)
-    print(f"started {len(started)} worker(s)" + ("" if listening else
-          f"; still starting after {UP_WAIT:.0f} s (see {p.logs}/worker-*.out)"))
+    files = embedded.Files(p)
+    external = "VPCQ_REDIS_URL" in os.environ
+    last_up = embedded.Wanted.load(files).since
+    t0 = time.time()
+    sup = embedded.supervise(p, embedded.Wanted(ns.workers, redis=not external, since=t0))
+    if sup is not None:
+        print(f"started the supervisor (pid {sup.pid})")
+    async with _reached(external) as redis:
+        await _workers_up(p, files, JobQueue(redis), ns.workers, t0)
+    status = embedded.read_status(files)
+    for name, st in sorted(status.items()):
+        if st.get("started_at", 0) > last_up and st.get("running"):
+            why = str(st.get("why", ""))
+            verb = "started" if why == "first start" else "took over" if why.startswith("adopted") \
+                else "restarted"
+            print(f"{verb} {name} (pid {st.get('pid')}): {why}")
+    what = ([] if external else ["redis-server"]) + [f"{ns.workers} worker(s)"]
+    print(f"up: {' and '.join(what)} running")
+    embedded.Wanted(ns.workers, redis=not external, since=time.time()).save(files)  # told
     return 0
 
 
-UP_WAIT = 30.0  # how long `vpcq up` waits for the workers it started to take jobs
+REDIS_WAIT = 15.0  # how long `vpcq up` waits for the embedded Redis to answer
+UP_WAIT = 30.0  # how long `vpcq up` waits for the workers to take jobs
 
 
-async def _started(p: config.Paths, queue: JobQueue, started: list[int], want: int) -> bool:
-    """Wait until `want` workers of this host take jobs; False if that took over UP_WAIT.
-    A worker that exits meanwhile is an error naming what it said last."""
+@asynccontextmanager
+async def _reached(external: bool) -> AsyncIterator[ArqRedis]:
+    """A connection to Redis, once it answers PING (the embedded one may be starting)."""
+    deadline = time.monotonic() + (0 if external else REDIS_WAIT)
+    while True:
+        try:
+            redis = await connect(config.redis_url())
+            break
+        except ConfigError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+async def _workers_up(p: config.Paths, files: embedded.Files, queue: JobQueue, want: int,
+                      since: float) -> None:
+    """Wait until `want` workers of this host take jobs. A worker that exits while it
+    starts is an error naming what it said last."""
     host = config.host_id()
     deadline = time.monotonic() + UP_WAIT
     while (await queue.listening([host]))[host] < want:
-        dead = embedded.exited(p, started)
-        if dead:
-            i, last = dead[0]
-            raise ConfigError(f"worker-{i} exited while starting: {last} "
-                              f"(all it said: {p.logs}/worker-{i}.out)")
+        for name, st in embedded.read_status(files).items():
+            if name.startswith("worker-") and st.get("gone_started_at", 0) > since:
+                out = p.logs / f"{name}.out"
+                lines = out.read_text(errors="replace").strip().splitlines() if out.exists() else []
+                raise ConfigError(f"{name} exited while starting: {lines[-1] if lines else 'no output'} "
+                                  f"(all it said: {out})")
         if time.monotonic() > deadline:
-            return False
+            raise ConfigError(f"the workers did not all take jobs within {UP_WAIT:.0f} s "
+                              f"(see {p.logs}/worker-*.out)")
         await asyncio.sleep(0.05)
-    return True
 
 
 async def _down(ns: argparse.Namespace) -> int:
-    stopped = embedded.stop_all(config.paths())
+    stopped = embedded.stop(config.paths())
     print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
     return 0

@@ -1,7 +1,19 @@
-"""The embedded default: a redis-server and workers that vpcq manages under $VPCQ_HOME."""
+"""The embedded instance: a redis-server and workers under $VPCQ_HOME, kept alive by a
+supervisor process that `vpcq up` starts and `vpcq down` stops.
+
+Why a supervisor of our own, and not units for the host's init: vpcq runs where there is
+no systemd (containers without an init, CI machines, a laptop's shell), and its processes
+must come back after any crash there too. The supervisor is their parent: it reaps them
+(a killed process never lingers as a zombie that looks alive) and starts again whatever
+exits, with a growing pause if it keeps exiting. It is itself known by the lock it holds,
+so `vpcq up` after the supervisor was killed starts a new one, which takes over the
+processes still running (a worker holds a lock of its own; Redis is known by its pid, start
+time and boot). Nothing is ever signalled unless it is surely the process vpcq started.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -9,8 +21,11 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from vpcq import proc
 from vpcq.config import Paths
 from vpcq.errors import ConfigError
 
@@ -24,136 +39,220 @@ dir {data}
 appendonly yes
 appendfsync always
 save ""
-pidfile {pid}
 logfile {log}
 daemonize no
 """
+STOP_WAIT = 30.0  # how long `vpcq down` waits for the supervisor to stop what it runs
 
 
-def _alive(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+def quote(value: str) -> str:
+    """A string as redis.conf reads it: in double quotes, with \\ and " escaped (a path
+    with a space, or any other character, is one argument)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _running(pidfile: Path) -> bool:
-    """`_alive`, for a process this one may have started: an exited child is a zombie until
-    it is reaped, and signal 0 still finds it."""
-    pid = _alive(pidfile)
-    if pid is None:
-        return False
-    try:
-        return os.waitpid(pid, os.WNOHANG)[0] != pid
-    except ChildProcessError:  # not our child: _alive said
-        return True
+@dataclass(frozen=True)
+class Files:
+    """The supervisor's files under $VPCQ_HOME/run."""
+
+    p: Paths
+
+    @property
+    def lock(self) -> Path:
+        return self.p.run / "supervisor.lock"
+
+    @property
+    def wanted(self) -> Path:
+        return self.p.run / "supervisor.json"
+
+    @property
+    def status(self) -> Path:
+        return self.p.run / "supervisor.status"
+
+    def worker_lock(self, n: int) -> Path:
+        return self.p.run / f"worker-{n}.lock"
 
 
-def _prepare(p: Paths) -> None:
+def prepare(p: Paths) -> None:
+    """Make the instance's directories (private to root) and the Redis password."""
     for d in (p.home, p.data, p.run, p.logs, p.apps):
         d.mkdir(parents=True, exist_ok=True)
     os.chmod(p.home, 0o700)
-    if not p.redis_pass.exists():
-        p.redis_pass.write_text(secrets.token_hex(16) + "\n")
-        os.chmod(p.redis_pass, 0o600)
+    try:
+        fd = proc.open_private(p.redis_pass, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, (secrets.token_hex(16) + "\n").encode())
+    finally:
+        os.close(fd)
 
 
-def start_redis(p: Paths) -> bool:
-    """Start the embedded redis-server unless it runs; True if it was started."""
-    if _alive(p.redis_pid):
-        return False
+def write_redis_conf(p: Paths) -> None:
+    """redis.conf for the embedded server (mode 0600: it holds the password)."""
+    text = REDIS_CONF.format(sock=quote(str(p.redis_sock)), password=quote(password(p)),
+                             data=quote(str(p.data)), log=quote(str(p.logs / "redis.log")))
+    tmp = p.redis_conf.with_name(f".{p.redis_conf.name}.{os.getpid()}")
+    fd = proc.open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, p.redis_conf)
+
+
+def password(p: Paths) -> str:
+    fd = proc.open_private(p.redis_pass, os.O_RDONLY)
+    try:
+        return os.read(fd, 256).decode().strip()
+    finally:
+        os.close(fd)
+
+
+def redis_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ConfigError(
             "redis-server not found; install it (Debian/Ubuntu: apt-get install redis-server) "
             "or set VPCQ_REDIS_URL"
         )
-    _prepare(p)
-    p.redis_conf.write_text(
-        REDIS_CONF.format(
-            sock=p.redis_sock,
-            password=p.redis_pass.read_text().strip(),
-            data=p.data,
-            pid=p.redis_pid,
-            log=p.logs / "redis.log",
+    return binary
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the processes vpcq starts: vpcq's own settings and PATH, nothing
+    else of the caller's (no PYTHONPATH, no LD_PRELOAD, no stray locale or proxy)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("VPCQ_")}
+    env["PATH"] = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env["LANG"] = "C.UTF-8"
+    return env
+
+
+def python(module: str, *args: str) -> list[str]:
+    """argv running one of vpcq's modules in isolated mode: neither the caller's working
+    directory nor PYTHON* variables can put other code on its path."""
+    return [sys.executable, "-I", "-m", module, *args]
+
+
+# ---- what `vpcq up` and `vpcq down` do ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the supervisor is to keep running."""
+
+    workers: int
+    redis: bool  # False: Redis is someone else's ($VPCQ_REDIS_URL)
+    since: float = 0.0  # when `vpcq up` asked for it (what was started after it is news)
+
+    def save(self, files: Files) -> None:
+        tmp = files.wanted.with_name(f".{files.wanted.name}.{os.getpid()}")
+        fd = proc.open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            os.write(fd, json.dumps({"workers": self.workers, "redis": self.redis,
+                                     "since": self.since}).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, files.wanted)
+
+    @classmethod
+    def load(cls, files: Files) -> Wanted:
+        try:
+            fd = proc.open_private(files.wanted, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                d = json.loads(os.read(fd, 4096))
+            finally:
+                os.close(fd)
+            return cls(int(d["workers"]), bool(d["redis"]), float(d.get("since", 0.0)))
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls(0, False)
+
+
+def read_status(files: Files) -> dict[str, Any]:
+    """What the supervisor last said about each process it keeps: pid, when it was
+    started, why, and how often."""
+    try:
+        fd = proc.open_private(files.status, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            data = json.loads(os.read(fd, 1 << 20))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def supervise(p: Paths, wanted: Wanted) -> proc.ProcId | None:
+    """Have a supervisor keep `wanted` running; returns the supervisor it started, None if
+    one was running already (then it is told to look at what is wanted now)."""
+    prepare(p)
+    files = Files(p)
+    if wanted.redis:
+        redis_binary()  # a missing binary is said now, not in a log
+        write_redis_conf(p)
+    wanted.save(files)
+    running = proc.holder(files.lock)
+    if running is not None:
+        proc.signal_process(running, signal.SIGHUP)  # look at what is wanted now
+        return None
+    out = proc.open_private(p.logs / "supervisor.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        child = subprocess.Popen(
+            python("vpcq.cli.supervisor"), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            cwd="/", env=child_env(), start_new_session=True,
         )
-    )
-    os.chmod(p.redis_conf, 0o600)
-    p.redis_sock.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [binary, str(p.redis_conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    p.redis_pid.write_text(f"{proc.pid}\n")
+    finally:
+        os.close(out)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ConfigError(f"redis-server exited with {proc.returncode}; see {p.logs}/redis.log")
-        if p.redis_sock.exists():
-            return True
-        time.sleep(0.02)
-    raise ConfigError(f"redis-server did not open {p.redis_sock} in 10 s")
+        ident = proc.holder(files.lock)
+        if ident is not None:
+            return ident
+        if child.poll() is not None:
+            raise ConfigError(f"the supervisor exited at once ({child.returncode}); see "
+                              f"{p.logs}/supervisor.out")
+        time.sleep(0.01)
+    raise ConfigError(f"the supervisor did not start in 10 s; see {p.logs}/supervisor.out")
 
 
-def start_workers(p: Paths, n: int, verbose: bool = False) -> list[int]:
-    """Start workers 1..n that are not running; returns the numbers started."""
-    _prepare(p)
-    started = []
-    for i in range(1, n + 1):
-        if _alive(p.worker_pid(i)):
-            continue
-        log = open(p.logs / f"worker-{i}.out", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vpcq.workers", "--name", f"worker-{i}"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env={**os.environ, "VPCQ_HOME": str(p.home)},
-        )
-        log.close()
-        p.worker_pid(i).write_text(f"{proc.pid}\n")
-        started.append(i)
-    return started
+def stop(p: Paths, timeout: float = STOP_WAIT) -> list[str]:
+    """Stop the instance: the supervisor, which stops its workers, then Redis. Processes
+    left by a supervisor that was killed are stopped directly, each only if it is surely
+    the one vpcq started. Returns what was stopped."""
+    files = Files(p)
+    status = read_status(files)
+    sup = proc.holder(files.lock)
+    stopped: list[str] = []
+    if sup is not None:
+        proc.signal_process(sup, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while proc.held(files.lock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.held(files.lock):
+            raise ConfigError(f"the supervisor (pid {sup.pid}) did not stop in {timeout:.0f} s")
+        stopped.append("supervisor")
+        stopped += [name for name, s in sorted(status.items()) if s.get("running")]
+        return stopped
+    # no supervisor: stop what is left of the last one's
+    left: list[tuple[str, proc.ProcId]] = []
+    for lock in sorted(p.run.glob("worker-*.lock")) if p.run.exists() else []:
+        ident = proc.holder(lock)
+        if ident is not None:
+            left.append((lock.stem, ident))
+    redis = proc.read_identity(p.redis_pid)
+    if redis is not None and redis.running():
+        left.append(("redis-server", redis))
+    terminate([ident for _name, ident in left if _name != "redis-server"], timeout)
+    terminate([ident for _name, ident in left if _name == "redis-server"], timeout)
+    return [name for name, _ in left]
 
 
-def exited(p: Paths, numbers: list[int]) -> list[tuple[int, str]]:
-    """Of workers `numbers`, those no longer running, each with the last line of its output."""
-    out = []
-    for i in numbers:
-        if not _running(p.worker_pid(i)):
-            lines = (p.logs / f"worker-{i}.out").read_text(errors="replace").strip().splitlines()
-            out.append((i, lines[-1] if lines else "no output"))
-    return out
-
-
-def stop_all(p: Paths, timeout: float = 10.0) -> list[str]:
-    """Stop the workers, then redis-server (SIGTERM, then SIGKILL after `timeout`); returns
-    what was stopped. The workers are signalled together: each may take up to its stop grace
-    to finish the change it is applying, and they need Redis until they have."""
-    pidfiles = sorted(p.run.glob("worker-*.pid")) if p.run.exists() else []
-    return _stop(pidfiles, timeout) + _stop([p.redis_pid], timeout)
-
-
-def _stop(pidfiles: list[Path], timeout: float) -> list[str]:
-    running = {}
-    for pidfile in pidfiles:
-        pid = _alive(pidfile)
-        if pid is None:
-            pidfile.unlink(missing_ok=True)
-            continue
-        os.kill(pid, signal.SIGTERM)
-        running[pidfile] = pid
+def terminate(procs: list[proc.ProcId], timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout`, to each process while it is the one named."""
+    for ident in procs:
+        proc.signal_process(ident, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(f) for f in running):
+    while any(i.running() for i in procs) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pidfile, pid in running.items():
-        if _alive(pidfile):
-            os.kill(pid, signal.SIGKILL)
-        pidfile.unlink(missing_ok=True)
-    return [f.stem for f in running]
+    for ident in procs:
+        proc.signal_process(ident, signal.SIGKILL)

@@ -164,11 +164,14 @@ def build() -> Parser:
     rc.add_argument("vpcs", nargs="*", metavar="VPC")
     rc.add_argument("--json", action="store_true")
 
-    up = _cmd(sub, "up", "start the embedded Redis and N workers (idempotent); returns once the "
-              "workers take jobs", "vpcq up --workers 2")
+    up = _cmd(sub, "up", "start the embedded Redis and N workers under a supervisor that keeps "
+              "them running; idempotent: after any crash it brings back what is gone and says "
+              "what; returns once Redis answers and the workers take jobs", "vpcq up --workers 2")
     up.add_argument("--workers", type=_count, default=1, metavar="N",
                     help="workers of this host ($VPCQ_HOST) to have running (default 1)")
-    _cmd(sub, "down", "stop the embedded Redis and the workers, keeping the data", "vpcq down")
+    _cmd(sub, "down", "stop the supervisor, the workers (each finishes its change) and the "
+         "embedded Redis, keeping the data; never signals a process vpcq did not start",
+         "vpcq down")
     w = _cmd(sub, "worker", "run one worker in the foreground", "vpcq worker")
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     return p

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from vpcq.config import DEFAULT_HOST
+from vpcq.events.observed import Deleting
 from vpcq.events.schema import Envelope
-from vpcq.orchestrator.state import State, Vpc
+from vpcq.orchestrator.decide import is_deletion
+from vpcq.orchestrator.state import CommandRecord, State, Vpc
 
 
-def state_json(state: State) -> dict[str, Any]:
-    """Every name, address, gateway and interface name, for machines."""
+def progress_json(p: Deleting | None) -> dict[str, Any]:
+    """A deletion's progress (nothing yet: no attempt has failed)."""
+    if p is None:
+        return {"left": None, "sample": [], "error": None, "tries": 0}
+    return {"left": p.left, "sample": list(p.sample), "error": p.error, "tries": p.tries, "at": p.at}
+
+
+def deletions(state: State) -> list[CommandRecord]:
+    """The pending commands that remove things, in log order."""
+    return [state.commands[c] for c in state.pending if is_deletion(state.commands[c].kind)]
+
+
+def state_json(state: State, progress: Mapping[str, Deleting] | None = None) -> dict[str, Any]:
+    """Every name, address, gateway and interface name, for machines; and the deletions
+    under way with what they have left."""
     vpcs = []
     for v in sorted(state.vpcs.values(), key=lambda v: v.name):
         vpcs.append(
@@ -52,16 +68,26 @@ def state_json(state: State) -> dict[str, Any]:
                 ],
             }
         )
-    return {"seq": state.seq, "vpcs": vpcs}
+    deleting = [
+        {"command_id": c.id, "kind": c.kind, "args": dict(c.args), "vpcs": list(c.vpcs),
+         **progress_json((progress or {}).get(c.id))}
+        for c in deletions(state)
+    ]
+    return {"seq": state.seq, "vpcs": vpcs, "deleting": deleting}
 
 
-def state_text(state: State) -> str:
-    """A readable tree, like the tutorial's `list`."""
-    if not state.vpcs:
-        return f"no VPCs (log at seq {state.seq})"
+def state_text(state: State, progress: Mapping[str, Deleting] | None = None) -> str:
+    """A readable tree, like the tutorial's `list`, then the deletions under way."""
     lines: list[str] = []
     for v in sorted(state.vpcs.values(), key=lambda v: v.name):
         lines += _vpc_lines(state, v)
+    for c in deletions(state):
+        what = " ".join(str(v) for v in c.args.values() if v is not None)
+        p = (progress or {}).get(c.id)
+        lines.append(f"deleting: {c.kind} {what} ({c.id})"
+                     + (f": {p.describe().removeprefix('deleting: ')}" if p is not None else ""))
+    if not state.vpcs:
+        lines.insert(0, f"no VPCs (log at seq {state.seq})")
     return "\n".join(lines)
 
 

@@ -41,6 +41,10 @@ def _on(vpc: str, host: str) -> str:
     return vpc if host == DEFAULT_HOST else f"{vpc}@{host}"
 
 
+def _id(kind: str, vpc: str, host: str, version: int, tag: str) -> str:
+    return f"{kind}:{_on(vpc, host)}:{version}" + (f":{tag}" if tag else "")
+
+
 def wake_channel(queue: str) -> str:
     """Where idle workers of `queue` listen for "a job was queued"."""
     return f"{queue}:wake"
@@ -57,17 +61,17 @@ class JobQueue:
         self.redis = redis
         self._enqueue_script = redis.register_script(_ENQUEUE)
 
-    async def reconcile(self, jobs: Iterable[tuple[str, str]], version: int) -> int:
+    async def reconcile(self, jobs: Iterable[tuple[str, str]], version: int, tag: str = "") -> int:
         """Ask a worker of a host to apply a VPC's pending commands, for each (VPC, host) of
         `jobs`; the job id dedupes repeats. Returns how many jobs were queued (not already
-        queued or running)."""
+        queued or running). A `tag` makes the ids new (see `Worker` start-up)."""
         return await self._enqueue(
-            [(host, (vpc,), f"reconcile:{_on(vpc, host)}:{version}") for vpc, host in jobs])
+            [(host, (vpc,), _id("reconcile", vpc, host, version, tag)) for vpc, host in jobs])
 
-    async def repair(self, jobs: Iterable[tuple[str, str]], version: int) -> int:
+    async def repair(self, jobs: Iterable[tuple[str, str]], version: int, tag: str = "") -> int:
         """Ask a worker of a host to also compare a VPC with the kernel and repair any drift."""
         return await self._enqueue(
-            [(host, (vpc, True), f"repair:{_on(vpc, host)}:{version}") for vpc, host in jobs])
+            [(host, (vpc, True), _id("repair", vpc, host, version, tag)) for vpc, host in jobs])
 
     async def listening(self, hosts: Iterable[str]) -> dict[str, int]:
         """How many workers of each host are up: each listens on its queue's wake channel

@@ -13,9 +13,10 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vpcq import config, logs
+from vpcq import config, logs, proc
 from vpcq.errors import VpcqError
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ def main() -> int:
     run = sub.add_parser("run", help="run a worker (the default)")
     run.add_argument("--name", default="worker")
     run.add_argument("--burst", action="store_true")
+    run.add_argument("--lock", type=Path, help="hold this lock while running (the supervisor "
+                     "knows its workers by it); exit at once if another process holds it")
     for name in ("drift", "repair"):
         d = sub.add_parser(name)
         d.add_argument("vpcs", nargs="*")
@@ -48,6 +51,9 @@ def main() -> int:
 
             netns.enter(host)  # before any thread exists, so every thread starts there
         if args.cmd == "run":
+            if args.lock is not None and proc.HeldLock.take(args.lock) is None:
+                print(f"vpcq: {args.name} runs already ({args.lock} is held)", file=sys.stderr)
+                return 0
             asyncio.run(_run(args.name, args.burst))
             return 0
         return asyncio.run(_drift(args))
@@ -59,17 +65,36 @@ def main() -> int:
 
 
 async def _run(name: str, burst: bool) -> None:
+    """Run a worker; when Redis goes away (killed, restarting), wait for it and go on."""
+    import structlog
+    from redis.exceptions import RedisError
+
     from vpcq.workers.settings import make_worker
 
-    worker = await make_worker(name, burst)
-    try:
-        await worker.async_run()
-    except asyncio.CancelledError:
-        # arq ends its main task by cancelling it on SIGTERM/SIGINT: a clean stop, exit 0
-        if worker.main_task is None or not worker.main_task.cancelled():
-            raise
-    finally:
-        await worker.close()
+    log = structlog.get_logger("vpcq.worker")
+    pause = 0.2
+    while True:
+        try:
+            worker = await make_worker(name, burst)
+        except VpcqError as e:  # Redis is not back yet
+            log.warning("cannot reach Redis; trying again", error=str(e), seconds=pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+            continue
+        pause = 0.2
+        try:
+            await worker.async_run()
+            return
+        except asyncio.CancelledError:
+            # arq ends its main task by cancelling it on SIGTERM/SIGINT: a clean stop, exit 0
+            if worker.main_task is None or not worker.main_task.cancelled():
+                raise
+            return
+        except (RedisError, OSError) as e:
+            # its jobs' leases lapse and another worker (or this one, once back) takes them
+            log.warning("lost Redis; reconnecting", error=str(e))
+        finally:
+            await worker.close()
 
 
 async def _drift(args: Any) -> int:

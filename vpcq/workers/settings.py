@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import time
 from typing import Any
 
@@ -12,14 +13,15 @@ import structlog
 from arq import Retry
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker as ArqWorker
+from redis.exceptions import RedisError
 
 from vpcq import config
-from vpcq.errors import KernelError
+from vpcq.errors import KernelError, LockLost
 from vpcq.events.connection import connect, job_dumps, job_loads
 from vpcq.events.jobs import RECONCILE, JobQueue, wake_channel
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.state import State
-from vpcq.workers.engine import Engine, NotReady
+from vpcq.workers.engine import DeleteIncomplete, Engine, NotReady
 from vpcq.workers.kernel.adapter import Kernel
 from vpcq.workers.locks import Busy, Locks
 
@@ -31,14 +33,27 @@ JOB_TIMEOUT = 60
 STOP_GRACE = 8
 
 
+def backoff(attempt: int, first: float, most: float) -> float:
+    """Seconds before try `attempt` + 1: `first`, growing by half each try, at most `most`."""
+    return float(min(first * 1.5 ** max(attempt - 1, 0), most))
+
+
 async def reconcile(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
     """Bring one VPC to the state the log wants."""
     engine: Engine = ctx["engine"]
+    attempt = int(ctx.get("job_try") or 1)
     structlog.contextvars.bind_contextvars(vpc=vpc, job_id=ctx.get("job_id"))
     try:
-        return await engine.reconcile(vpc, repair)
+        return await engine.reconcile(vpc, repair, attempt)
     except Busy:
-        raise Retry(defer=0.05) from None
+        # another worker applies a change to it; a long one (a cleanup) is not polled for
+        # every 50 ms while it runs
+        raise Retry(defer=backoff(attempt, 0.05, 2.0)) from None
+    except DeleteIncomplete:
+        raise Retry(defer=backoff(attempt, 0.2, 5.0)) from None
+    except LockLost as e:
+        log.warning("lock lost while applying; another worker may have taken over", error=str(e))
+        raise Retry(defer=0.5) from None
     except NotReady:
         return 0  # the command it waits for wakes this VPC when it is settled
     except KernelError as e:
@@ -68,16 +83,32 @@ async def startup(ctx: dict[str, Any]) -> None:
     queue = engine.queue
     ctx["engine"] = engine
     # a worker that starts (after a crash or a reboot) re-queues every VPC with work to do,
-    # and checks every VPC against the kernel (a reboot leaves the log, not the kernel)
+    # and checks every VPC against the kernel (a reboot leaves the log, not the kernel). The
+    # jobs get ids of their own: a job of the same id that a killed worker was running is
+    # held by arq (its in-progress key) until the longest job timeout has passed
     state = await engine.cache.refresh()
     behind = sorted({v for cid in state.pending for v in state.commands[cid].vpcs})
-    await queue.reconcile(engine.cache.next_jobs(state, behind), state.seq)
+    start = secrets.token_hex(3)
+    await queue.reconcile(engine.cache.next_jobs(state, behind), state.seq, tag=start)
     if os.environ.get("VPCQ_RESTORE_ON_START", "1") == "1":
-        await queue.repair(_mine(engine, state), state.seq)
+        await queue.repair(_mine(engine, state), state.seq, tag=start)
     interval = float(os.environ.get("VPCQ_DRIFT_INTERVAL", "0"))
     if interval > 0:
         ctx["drift_timer"] = asyncio.create_task(_drift_timer(engine, interval))
+    ctx["stall_watch"] = asyncio.create_task(_watch_stalls())
     log.info("worker ready", seq=state.seq, queued=behind, host=engine.host)
+
+
+async def _watch_stalls(every: float = 0.5, warn: float = 1.0) -> None:
+    """Log when the event loop was kept from running for over `warn` seconds: the VPC locks
+    are renewed on it, and a stall as long as their lifetime lets another worker take them."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(every)
+        late = loop.time() - t - every
+        if late > warn:
+            log.warning("event loop stalled", seconds=round(late, 2))
 
 
 async def _drift_timer(engine: Engine, interval: float) -> None:
@@ -94,9 +125,9 @@ def _mine(engine: Engine, state: State) -> list[tuple[str, str]]:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    timer = ctx.get("drift_timer")
-    if timer is not None:
-        timer.cancel()
+    for task in (ctx.get("drift_timer"), ctx.get("stall_watch")):
+        if task is not None:
+            task.cancel()
     engine: Engine | None = ctx.get("engine")
     if engine is not None:
         engine.kernel.close()
@@ -170,8 +201,11 @@ class Worker(ArqWorker):
             try:
                 async with self.pool.pubsub() as sub:
                     await sub.subscribe(channel)
-                    async for message in sub.listen():
-                        if message["type"] == "message":
+                    while True:
+                        # a read with a timeout of its own: the connection's socket timeout
+                        # would take a quiet channel for a lost server
+                        message = await sub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None and message["type"] == "message":
                             self._woken.set()
             except asyncio.CancelledError:
                 raise
@@ -184,7 +218,14 @@ class Worker(ArqWorker):
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        await super().close()
+        try:
+            await super().close()
+        except (RedisError, OSError):
+            # Redis went away (arq's close removes its health key there): what is ours to
+            # release is released all the same
+            await shutdown(self.ctx)
+            with contextlib.suppress(RedisError, OSError):
+                await self.pool.close(close_connection_pool=True)
 
 
 async def make_worker(name: str, burst: bool = False) -> Worker:

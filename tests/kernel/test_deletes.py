@@ -1,0 +1,161 @@
+"""Deletes go forward: retried until the kernel holds none of what they remove, never
+rolled back into re-creating it, and done at any scale."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+
+from tests.kernel.conftest import Net, wait_until
+from tests.kernel.scenarios import two_vpcs
+from vpcq.workers.kernel import netns, probe
+
+pytestmark = pytest.mark.kernel
+
+
+def kernel_objects(net: Net) -> dict[str, set[str]]:
+    """Everything vpcq may have made for this test: namespaces, host links, host chains
+    (and the jumps to them), host routes to VPCs, app processes."""
+    links = {ln.split(": ")[1].split("@")[0] for ln in probe.save(net.host, "ip", "-o", "link").splitlines()}
+    rules = {ln for ln in probe.save(net.host, "iptables-save").splitlines() if "VPCQ" in ln}
+    routes = {ln for ln in probe.save(net.host, "ip", "route").splitlines() if " via 100.64." in ln}
+    apps = {p.name for p in (net.home / "apps").glob("*.json")} if (net.home / "apps").exists() else set()
+    return {
+        "namespaces": {n for n in netns.list_names() if net.tok in n} - {net.host, net.internet},
+        "host links": {x for x in links if x.startswith("vq")},
+        "host rules": rules,
+        "host routes": routes,
+        "apps": apps,
+    }
+
+
+def nothing_left(net: Net) -> dict[str, set[str]]:
+    return {k: v for k, v in kernel_objects(net).items() if v}
+
+
+def test_cleanup_of_200_vpcs_x_4_subnets_three_times_leaves_nothing(net: Net):
+    net.start_worker(2)
+    lines = []
+    for i in range(200):
+        v = net.name(f"s{i}")
+        lines.append(f"create-vpc {v} 10.{i // 64}.{(i % 64) * 4}.0/22")
+        lines += [f"add-subnet {v} n{j} 10.{i // 64}.{(i % 64) * 4 + j}.0/24 --type public"
+                  for j in range(4)]
+    (net.home / "batch.txt").write_text("\n".join(lines) + "\n")
+    for attempt in range(3):
+        p = net.vpcq("submit", "-f", str(net.home / "batch.txt"), "--timeout", "600")
+        assert p.returncode == 0, (attempt, p.stdout[-500:], p.stderr[-500:])
+        assert len(kernel_objects(net)["namespaces"]) == 1000
+        p = net.vpcq("cleanup", "--timeout", "600")
+        assert p.returncode == 0, (attempt, p.stderr)
+        assert nothing_left(net) == {}, attempt
+        listing = json.loads(net.vpcq("list", "--json").stdout)
+        assert listing["vpcs"] == [] and listing["deleting"] == []
+        time.sleep(5)
+        assert nothing_left(net) == {}, f"round {attempt}: back 5 s after the cleanup"
+    log = net.vpcq("log").stdout
+    assert "VpcRestored" not in log and "ChangeFailed" not in log
+
+
+# ---- a fault at every step of every kind of deletion ------------------------------------------
+
+
+def deletion(kind: str, a: str, b: str) -> dict[str, Any]:
+    return {
+        "delete-subnet": {"kind": "delete-subnet", "vpc": a, "name": "web"},
+        "delete-vpc": {"kind": "delete-vpc", "name": a},
+        "unpeer-vpcs": {"kind": "unpeer-vpcs", "a": a, "b": b},
+        "stop-app": {"kind": "stop-app", "vpc": a, "subnet": "web"},
+        "cleanup": {"kind": "cleanup"},
+    }[kind]
+
+
+def gone_after(kind: str, a: str, b: str) -> dict[str, set[str]]:
+    """What must not exist any more once the deletion is done (a subset of everything)."""
+    return {
+        "delete-subnet": {"namespaces": {f"{a}-web"}, "apps": {f"{a}-web.json"}},
+        "delete-vpc": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db"}, "apps": {f"{a}-web.json"}},
+        "unpeer-vpcs": {},
+        "stop-app": {"apps": {f"{a}-web.json"}},
+        "cleanup": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db", f"vpcq_{b}", f"{b}-app"}},
+    }[kind]
+
+
+def submit_no_wait(net: Net, cmd: dict[str, Any]) -> str:
+    p = net.vpcq("submit", "-f", "-", "--no-wait", input=json.dumps([cmd]))
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+# What each deletion does to the kernel, by kind of step. A fault on one kind stays on it
+# across attempts (a fault at step N would move: what is done is not done again).
+STEPS = {
+    "delete-subnet": ["App:delete", "Veth:delete", "Netns:delete", "Rules:update"],
+    "delete-vpc": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete", "Rules:update"],
+    "unpeer-vpcs": ["Veth:delete", "Rules:update"],
+    "stop-app": ["App:delete"],
+    "cleanup": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete"],
+}
+
+
+@pytest.mark.parametrize("kind", list(STEPS))
+def test_a_deletion_that_fails_at_any_step_goes_on_once_the_fault_clears(net: Net, kind: str):
+    fault = net.home / "fault"
+    net.start_worker(extra={"VPCQ_FAULT_FILE": str(fault)})
+    c = net.client()
+    for step in STEPS[kind]:
+        a, b = two_vpcs(net, {"kind": "peer-vpcs", "a": "<a>", "b": "<b>"})
+        before = kernel_objects(net)
+        fault.write_text(f"kind:{step}")
+        cid = submit_no_wait(net, deletion(kind, a, b))
+        # the step fails; the deletion is tried again, and says how far it got and why
+        stuck = wait_until(lambda: "injected fault" in net.vpcq("status", cid).stdout, 30)
+        status = net.vpcq("status", cid)
+        assert stuck, (kind, step, status.stdout)
+        assert status.returncode == 4 and "pending: deleting:" in status.stdout, status.stdout
+        time.sleep(1)  # a few more attempts
+        during = kernel_objects(net)
+        for what, names in during.items():  # nothing was made again while it was stuck
+            assert names <= before[what], (kind, step, what, names - before[what])
+        assert net.vpcq("status", cid).returncode == 4
+        fault.write_text("")
+        assert wait_until(lambda: net.vpcq("status", cid).returncode == 0, 30), \
+            net.vpcq("status", cid).stdout
+        after = kernel_objects(net)
+        for what, names in gone_after(kind, a, b).items():
+            assert not names & after[what], (kind, step, what, names & after[what])
+        events = [e for e in c.events() if cid in (getattr(e.event, "command_id", None), e.command_id)]
+        assert [e.type for e in events if e.type in ("ChangeFailed", "VpcRestored")] == []
+        assert net.vpcq("drift").returncode == 0
+        assert net.vpcq("cleanup").returncode == 0  # the next round starts from nothing
+
+
+def test_a_stuck_deletion_is_shown_as_deleting_by_list_and_status(net: Net):
+    fault = net.home / "fault"
+    net.start_worker(extra={"VPCQ_FAULT_FILE": str(fault)})
+    a, b = two_vpcs(net)
+    fault.write_text("kind:Netns")
+    cid = submit_no_wait(net, {"kind": "delete-vpc", "name": a})
+    try:
+        assert wait_until(lambda: "injected fault" in net.vpcq("status", cid).stdout, 30)
+        listing = net.vpcq("list").stdout
+        assert f"deleting: delete-vpc {a} ({cid}):" in listing and "injected fault" in listing
+        state = json.loads(net.vpcq("list", "--json").stdout)
+        (d,) = state["deleting"]
+        assert d["command_id"] == cid and d["left"] >= 1 and "injected fault" in d["error"]
+        status = json.loads(net.vpcq("status", cid, "--json").stdout)
+        assert status["status"] == "pending" and status["deleting"]["tries"] >= 1
+        # a CLI waiting for a deletion says how it stands while it is tried again
+        p = net.vpcq("delete-subnet", b, "app", "--timeout", "6")
+        assert p.returncode == 4, p.stderr
+        assert re.search(r"vpcq: [0-9a-f]+ deleting: \d+ left \(delete netns ", p.stderr), p.stderr
+        assert "injected fault" in p.stderr and "trying again" in p.stderr
+        assert "a deletion is tried again until it is done" in p.stderr
+    finally:
+        fault.write_text("")
+    assert wait_until(lambda: net.vpcq("status", cid).returncode == 0, 30)
+    assert "deleting" not in net.vpcq("list").stdout
