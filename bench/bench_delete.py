@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import host_links, line, median, quiesce
 
+from vpcq.testing.sandbox import build_internet, sweep
 from vpcq.workers.kernel import netns
-from vpcq.workers.kernel.sandbox import build_internet, sweep
 
 SUBNETS = 4
 PREFIX = "bdv"  # the VPCs' names: their namespaces are bdv<i>-s<j> and vpcq_bdv<i>

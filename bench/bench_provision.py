@@ -37,8 +37,8 @@ from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, ChangeFailed
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.service import Orchestrator
+from vpcq.testing.sandbox import build_internet, sweep
 from vpcq.workers.kernel import netns
-from vpcq.workers.kernel.sandbox import build_internet, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 3  # of the floor and the vpcq batches, interleaved

@@ -128,7 +128,7 @@ def test_racing_creates_of_different_names_all_land_with_distinct_link_nets(redi
     assert len({v.uplink.net for v in state.vpcs.values()}) == 8
 
 
-def test_submit_enqueues_a_reconcile_job_per_vpc(redis_url):
+def test_submit_enqueues_an_apply_job_per_vpc(redis_url):
     async def go():
         r, store = await _store(redis_url)
         orch = Orchestrator(r, store, JobQueue(r), "t@h")
@@ -137,7 +137,7 @@ def test_submit_enqueues_a_reconcile_job_per_vpc(redis_url):
         await r.aclose()
         return queued
 
-    assert run(go()) == [b"reconcile:a:2"]
+    assert run(go()) == [b"apply:a:2"]
 
 
 def test_a_batch_is_validated_whole_and_appended_atomically(redis_url):

@@ -9,17 +9,17 @@ from arq import Retry
 from arq.worker import func
 
 from vpcq.events.connection import connect, job_dumps, job_loads
-from vpcq.events.jobs import RECONCILE, JobQueue, wake_channel
-from vpcq.workers.settings import Worker
+from vpcq.events.jobs import APPLY, JobQueue, wake_channel
+from vpcq.workers.process import Worker
 
 
 def _worker(redis, started: dict[str, float], retry_first: float = 0) -> Worker:
-    async def reconcile(ctx, vpc, repair=False):
+    async def apply(ctx, vpc, repair=False):
         if retry_first and ctx["job_try"] == 1:
             raise Retry(defer=retry_first)  # as a job does when another worker holds the VPC
         started[vpc] = time.monotonic()
 
-    w = Worker(functions=[func(reconcile, name=RECONCILE)], redis_pool=redis,
+    w = Worker(functions=[func(apply, name=APPLY)], redis_pool=redis,
                queue_name=redis.default_queue_name, handle_signals=False, keep_result=0,
                job_serializer=job_dumps, job_deserializer=job_loads)
     w.IDLE_POLL = 30.0  # without the wake message a job would wait this long
@@ -43,7 +43,7 @@ async def _stop(worker: Worker, task: asyncio.Task) -> None:
 
 
 async def _time_to_start(redis_url: str, vpc: str, retry_first: float = 0) -> float:
-    """Seconds from JobQueue.reconcile([vpc]) on an idle worker to the job's (last) start."""
+    """Seconds from JobQueue.apply([vpc]) on an idle worker to the job's (last) start."""
     redis = await connect(redis_url)
     started: dict[str, float] = {}
     worker = _worker(redis, started, retry_first)
@@ -51,7 +51,7 @@ async def _time_to_start(redis_url: str, vpc: str, retry_first: float = 0) -> fl
     try:
         await _idle(worker)
         t0 = time.monotonic()
-        await JobQueue(redis).reconcile([(vpc, "default")], 1)
+        await JobQueue(redis).apply([(vpc, "default")], 1)
         while vpc not in started:
             assert time.monotonic() - t0 < 5, "the job waited for the idle poll (30 s)"
             await asyncio.sleep(0.005)
@@ -86,7 +86,7 @@ def test_a_due_job_held_elsewhere_is_polled_for_not_spun_on(redis_url):
         worker._poll_iteration = counted  # type: ignore[method-assign]
         # a job another worker is running: queued and due, but arq will not start it here
         await redis.set("arq:in-progress:held", b"1", px=60_000)
-        await redis.enqueue_job(RECONCILE, "c", _job_id="held")
+        await redis.enqueue_job(APPLY, "c", _job_id="held")
         task = asyncio.create_task(worker.async_run())
         try:
             await asyncio.sleep(0.5)
@@ -116,16 +116,16 @@ def test_a_batch_of_jobs_is_queued_in_one_round_trip_with_one_wake_message(redis
         await sub.get_message(timeout=1)  # the subscribe confirmation
         await redis.config_resetstat()
         queue = JobQueue(redis)
-        first = await queue.reconcile(dict.fromkeys("abc", "default").items(), 7)
+        first = await queue.apply(dict.fromkeys("abc", "default").items(), 7)
         calls = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
-        again = await queue.reconcile(dict.fromkeys("bd", "default").items(), 7)  # only d is new
+        again = await queue.apply(dict.fromkeys("bd", "default").items(), 7)  # only d is new
         messages = []
         while (m := await sub.get_message(timeout=0.5)) is not None:
             messages.append(int(m["data"]))
         jobs = {k.decode(): job_loads(v) for k in await redis.keys("arq:job:*")
                 if (v := await redis.get(k)) is not None}
         queued = [j.decode() for j in await redis.zrange(redis.default_queue_name, 0, -1)]
-        ttl = await redis.pttl("arq:job:reconcile:a:7")
+        ttl = await redis.pttl("arq:job:apply:a:7")
         await sub.aclose()
         await redis.aclose()
         return first, calls, again, messages, jobs, queued, ttl
@@ -134,9 +134,9 @@ def test_a_batch_of_jobs_is_queued_in_one_round_trip_with_one_wake_message(redis
     assert (first, again) == (3, 1)
     assert calls == 1  # the three jobs, their keys and the wake message: one script call
     assert messages == [3, 1]
-    assert sorted(queued) == [f"reconcile:{v}:7" for v in "abcd"]
+    assert sorted(queued) == [f"apply:{v}:7" for v in "abcd"]
     # what arq's enqueue_job would have written, so arq's worker runs it as its own
-    assert jobs["arq:job:reconcile:d:7"] | {"et": 0} == {"t": None, "f": RECONCILE, "a": ["d"],
+    assert jobs["arq:job:apply:d:7"] | {"et": 0} == {"t": None, "f": APPLY, "a": ["d"],
                                                           "k": {}, "et": 0}
     assert 86_000_000 < ttl <= 86_400_000
 
@@ -151,7 +151,7 @@ def test_jobs_go_to_the_queue_of_their_vpcs_host(redis_url):
         sub = redis.pubsub()
         await sub.subscribe(wake_channel("vpcq:jobs@edge-1"))
         await sub.get_message(timeout=1)
-        queued = await JobQueue(redis).reconcile([("a", "default"), ("b", "edge-1"), ("c", "edge-1")], 3)
+        queued = await JobQueue(redis).apply([("a", "default"), ("b", "edge-1"), ("c", "edge-1")], 3)
         default = [j.decode() for j in await redis.zrange("vpcq:jobs", 0, -1)]
         edge = [j.decode() for j in await redis.zrange("vpcq:jobs@edge-1", 0, -1)]
         message = await sub.get_message(timeout=1)
@@ -161,6 +161,6 @@ def test_jobs_go_to_the_queue_of_their_vpcs_host(redis_url):
 
     queued, default, edge, message = asyncio.run(go())
     assert queued == 3
-    assert default == ["reconcile:a:3"]
-    assert sorted(edge) == ["reconcile:b@edge-1:3", "reconcile:c@edge-1:3"]
+    assert default == ["apply:a:3"]
+    assert sorted(edge) == ["apply:b@edge-1:3", "apply:c@edge-1:3"]
     assert message is not None and int(message["data"]) == 2

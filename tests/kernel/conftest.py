@@ -24,8 +24,8 @@ import pytest
 
 from tests.helpers import ROOT, Client, token
 from vpcq import config
+from vpcq.testing.sandbox import INTERNET_IP, build_internet, sweep
 from vpcq.workers.kernel import netns
-from vpcq.workers.kernel.sandbox import INTERNET_IP, build_internet, sweep
 
 __all__ = ["INTERNET_IP", "Net"]
 

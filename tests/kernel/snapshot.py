@@ -8,10 +8,10 @@ import json
 import subprocess
 from typing import Any
 
+from vpcq.testing.probe import save
 from vpcq.workers.kernel import netns
 from vpcq.workers.kernel.apps import Apps
 from vpcq.workers.kernel.iptables import normalise
-from vpcq.workers.kernel.probe import save
 
 
 def _ipj(ns: str, *args: str) -> Any:
@@ -43,6 +43,6 @@ def snapshot(tok: str, host: str, apps_dir: Any) -> dict[str, Any]:
     return {
         "namespaces": names,
         "detail": {n: namespace(n) for n in names},
-        "apps": sorted((n, a.port) for n in names if (a := apps.observe(n)) is not None),
+        "apps": sorted((n, a.port) for n in names if (a := apps.running(n)) is not None),
         "host": namespace(host),
     }

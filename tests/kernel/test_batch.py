@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.kernel.conftest import Net
-from vpcq.workers.kernel import probe
+from vpcq.testing import probe
 
 pytestmark = pytest.mark.kernel
 
@@ -79,6 +79,6 @@ def test_a_batch_takes_one_job_per_vpc(net: Net, tmp_path):
     p = net.vpcq("submit", "-f", str(batch))
     assert p.returncode == 0, p.stderr
     time.sleep(0.5)  # a job queued after the last outcome would have started by now
-    started = re.findall(r"→ (reconcile:[^:]+:\d+):", (net.home / "log" / "w0.log").read_text())
+    started = re.findall(r"→ (apply:[^:]+:\d+):", (net.home / "log" / "w0.log").read_text())
     assert sorted(set(started)) == sorted(started) and len(started) == 2, started
     assert {s.split(":")[1] for s in started} == set(vpcs)

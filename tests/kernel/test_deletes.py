@@ -12,7 +12,8 @@ import pytest
 
 from tests.kernel.conftest import Net, wait_until
 from tests.kernel.scenarios import two_vpcs
-from vpcq.workers.kernel import netns, probe
+from vpcq.testing import probe
+from vpcq.workers.kernel import netns
 
 pytestmark = pytest.mark.kernel
 

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from tests.kernel.conftest import Net, wait_until
-from vpcq.workers.kernel import netns, probe
+from vpcq.testing import probe
+from vpcq.workers.kernel import netns
 
 pytestmark = pytest.mark.kernel
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.kernel.conftest import Net
 from tests.kernel.scenarios import FIREWALL, two_vpcs
-from vpcq.workers.kernel import probe
+from vpcq.testing import probe
 
 pytestmark = pytest.mark.kernel
 

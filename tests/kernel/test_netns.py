@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.kernel.conftest import Net
-from vpcq.workers.kernel import netns, probe
+from vpcq.testing import probe
+from vpcq.workers.kernel import netns
 
 pytestmark = pytest.mark.kernel
 

@@ -13,7 +13,8 @@ import pytest
 
 from tests.kernel.conftest import INTERNET_IP, Net, wait_until
 from tests.kernel.scenarios import FIREWALL, two_vpcs
-from vpcq.workers.kernel import netns, probe
+from vpcq.testing import probe
+from vpcq.workers.kernel import netns
 
 pytestmark = pytest.mark.kernel
 

@@ -15,7 +15,7 @@ from pyroute2 import AsyncIPRoute
 from tests.kernel.conftest import Net
 from tests.kernel.scenarios import two_vpcs
 from vpcq.errors import KernelError
-from vpcq.workers.kernel import netns, rtnl
+from vpcq.workers.kernel import netns, wire
 from vpcq.workers.kernel.netlink import FEW, Netlink
 
 pytestmark = pytest.mark.kernel
@@ -48,7 +48,7 @@ def test_lean_dumps_agree_with_pyroute2(net: Net):
     net.start_worker()
     a, _b = two_vpcs(net)
     for ns in (f"vpcq_{a}", f"{a}-web", net.host):
-        d = rtnl.Channel(netns.run_in(ns, rtnl.open_sockets))
+        d = wire.Channel(netns.run_in(ns, wire.open_sockets))
         try:
             links = {(m.index, m.name, m.flags, m.kind, m.master, m.link_netnsid) for m in d.links()}
             addrs = set(d.addrs4())
@@ -218,7 +218,7 @@ def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: 
         netns.create(b)
         old_index = made_again_with_its_inode(a, make_old, make_new)
         nl.revalidate(a)  # what an observation does first
-        assert nl.index(a, "br0") == nl.ifindex(a, "br0") != old_index
+        assert nl.index(a, "br0") == nl.lookup(a, "br0") != old_index
     finally:
         nl.close()
         for ns in (a, b):

@@ -13,7 +13,7 @@ from tests.helpers import ROOT
 from tests.kernel.conftest import Net
 from tests.kernel.scenarios import FIREWALL, two_vpcs
 from vpcq.workers.kernel import iptables
-from vpcq.workers.kernel.adapter import Kernel, Scope
+from vpcq.workers.kernel.kernel import Kernel, Scope
 
 pytestmark = pytest.mark.kernel
 
@@ -34,7 +34,7 @@ def test_rules_are_read_again_only_after_a_change(net: Net, monkeypatch: pytest.
     kernel = Kernel(net.home / "apps", net.home / "run" / "host-rules.lock")
 
     def rules() -> str:
-        scope = Scope(namespaces={ns}, rules_ns={ns})
+        scope = Scope(namespaces=frozenset({ns}), rules_ns=frozenset({ns}))
         out = asyncio.run(kernel.observe(scope, {}))
         return out[("rules", ns)].text  # type: ignore[attr-defined,no-any-return]
 

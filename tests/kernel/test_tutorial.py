@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.kernel.conftest import INTERNET_IP, Net
-from vpcq.workers.kernel import probe
+from vpcq.testing import probe
 
 pytestmark = pytest.mark.kernel
 

@@ -1,4 +1,4 @@
-"""Waits in the kernel adapter leave the worker's event loop free for its other jobs: an app
+"""Waits in the kernel drivers leave the worker's event loop free for its other jobs: an app
 that ignores SIGTERM, and the host-rules lock held by another worker."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from vpcq.errors import KernelError
-from vpcq.workers.kernel.adapter import _with_host_rules
 from vpcq.workers.kernel.apps import _terminate
+from vpcq.workers.kernel.hostchains import locked
 
 
 async def _ticks_during(work: Awaitable[None]) -> tuple[int, float]:
@@ -59,7 +59,7 @@ def test_the_host_rules_lock_is_waited_for_without_blocking_the_loop(tmp_path: P
     done: list[float] = []
 
     async def take() -> None:
-        await _with_host_rules(path, lambda: done.append(time.monotonic()))
+        await locked(path, lambda: done.append(time.monotonic()))
 
     with open(path, "a") as held:  # another worker's open file: flock locks conflict
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -78,13 +78,13 @@ def test_a_host_rules_lock_held_too_long_is_a_transient_error(tmp_path: Path):
     with open(path, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(KernelError, match="held elsewhere") as e:
-            asyncio.run(_with_host_rules(path, lambda: None, wait=0.2))
+            asyncio.run(locked(path, lambda: None, wait=0.2))
     assert e.value.transient
-    asyncio.run(_with_host_rules(path, lambda: None, wait=0.2))  # free again: taken at once
+    asyncio.run(locked(path, lambda: None, wait=0.2))  # free again: taken at once
 
 
 class _SlowNetlink:
-    """A netlink whose requests each wait 0.3 s, as they do behind the rtnl lock while the
+    """Netlink requests that each wait 0.3 s, as they do behind the rtnl lock while the
     kernel destroys a cleanup's namespaces."""
 
     def __init__(self) -> None:
@@ -94,23 +94,20 @@ class _SlowNetlink:
         self.threads.add(threading.current_thread().name)
         time.sleep(0.3)
 
-    def close(self) -> None:
-        pass
-
 
 def test_netlink_requests_that_wait_in_the_kernel_leave_the_loop_free(tmp_path: Path):
     """The root of the cleanup race: requests made on the event loop stalled it for the
     whole of a cleanup (18 s), the VPC locks it renews lapsed, and another worker took them."""
     from vpcq.orchestrator.diff import Step
     from vpcq.orchestrator.topology import LinkState
-    from vpcq.workers.kernel.adapter import Kernel
+    from vpcq.workers.kernel.kernel import Kernel
 
     kernel = Kernel(tmp_path / "apps", tmp_path / "host-rules.lock")
     slow = _SlowNetlink()
-    kernel.nl = slow  # type: ignore[assignment]
+    kernel.nl.set_link = slow.set_link  # type: ignore[method-assign]
     steps = [Step("create", LinkState("ns", f"l{i}")) for i in range(3)]
     try:
-        ticks, took = asyncio.run(_ticks_during(kernel.apply_batch(steps, 0, lambda: None)))
+        ticks, took = asyncio.run(_ticks_during(kernel.apply(steps, 0, lambda: None)))
     finally:
         kernel.close()
     assert took >= 0.9

@@ -11,7 +11,8 @@ from arq.utils import timestamp_ms
 
 from vpcq.config import DEFAULT_HOST, queue_of
 
-RECONCILE = "reconcile"
+APPLY = "apply"  # the job: apply a VPC's pending commands
+LEGACY = ("reconcile",)  # its name before: jobs queued by an older vpcq are still taken
 
 # KEYS: the queue, the wake channel, then per job its job key and result key.
 # ARGV: expiry (ms), then per job its id, score and payload.
@@ -61,12 +62,12 @@ class JobQueue:
         self.redis = redis
         self._enqueue_script = redis.register_script(_ENQUEUE)
 
-    async def reconcile(self, jobs: Iterable[tuple[str, str]], version: int, tag: str = "") -> int:
+    async def apply(self, jobs: Iterable[tuple[str, str]], version: int, tag: str = "") -> int:
         """Ask a worker of a host to apply a VPC's pending commands, for each (VPC, host) of
         `jobs`; the job id dedupes repeats. Returns how many jobs were queued (not already
         queued or running). A `tag` makes the ids new (see `Worker` start-up)."""
         return await self._enqueue(
-            [(host, (vpc,), _id("reconcile", vpc, host, version, tag)) for vpc, host in jobs])
+            [(host, (vpc,), _id("apply", vpc, host, version, tag)) for vpc, host in jobs])
 
     async def repair(self, jobs: Iterable[tuple[str, str]], version: int, tag: str = "") -> int:
         """Ask a worker of a host to also compare a VPC with the kernel and repair any drift."""
@@ -97,7 +98,7 @@ class JobQueue:
         args: list[str | int | bytes] = [expires_extra_ms]
         for job_args, job_id in jobs:
             keys += [job_key_prefix + job_id, result_key_prefix + job_id]
-            payload = serialize_job(RECONCILE, job_args, {}, None, now,
+            payload = serialize_job(APPLY, job_args, {}, None, now,
                                     serializer=self.redis.job_serializer)
             args += [job_id, now, payload]
         return int(await self._enqueue_script(keys=keys, args=args))

@@ -99,6 +99,15 @@ def host_chain(vpc_key: str) -> str:
     return f"VPCQ-{vpc_key}"
 
 
+def host_jumps(chain: str, uplink: str) -> list[tuple[str, str, str]]:
+    """The host's jumps to a VPC's chain: (table, chain, rule without `-A CHAIN`)."""
+    return [
+        ("filter", "FORWARD", f"-i {uplink} -j {chain}"),
+        ("filter", "FORWARD", f"-o {uplink} -j {chain}"),
+        ("nat", "POSTROUTING", f"-j {chain}"),
+    ]
+
+
 def host_rules(
     view: VpcView, internet_if: str | None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -200,6 +200,6 @@ class Orchestrator:
                 # random pause so that racing clients do not collide in lockstep
                 await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
                 continue
-            await self.queue.reconcile(jobs, version)
+            await self.queue.apply(jobs, version)
             return results
         raise ConcurrencyError(state.seq, await self.store.version())

@@ -21,7 +21,7 @@ from vpcq.errors import VpcqError
 
 if TYPE_CHECKING:
     from vpcq.orchestrator.diff import Step
-    from vpcq.workers.engine import Engine
+    from vpcq.workers.controller import Controller
 
 
 def main() -> int:
@@ -69,7 +69,7 @@ async def _run(name: str, burst: bool) -> None:
     import structlog
     from redis.exceptions import RedisError
 
-    from vpcq.workers.settings import make_worker
+    from vpcq.workers.process import make_worker
 
     log = structlog.get_logger("vpcq.worker")
     pause = 0.2
@@ -98,16 +98,16 @@ async def _run(name: str, burst: bool) -> None:
 
 
 async def _drift(args: Any) -> int:
-    from vpcq.workers.settings import make_engine
+    from vpcq.workers.process import make_controller
 
-    engine, redis = await make_engine("drift")
+    controller, redis = await make_controller("drift")
     try:
         if args.cmd == "drift":
-            steps = await engine.drift(args.vpcs, args.at)
+            steps = await controller.drift(args.vpcs, args.at)
         else:
-            steps = await _repair(engine, args.vpcs)
+            steps = await _repair(controller, args.vpcs)
     finally:
-        engine.kernel.close()
+        controller.kernel.close()
         await redis.aclose()
     for s in steps:
         print(json.dumps({"op": s.op, "object": s.describe()}) if args.json else s.describe())
@@ -120,15 +120,15 @@ async def _drift(args: Any) -> int:
     return 0
 
 
-async def _repair(engine: Engine, vpcs: list[str], wait: float = 15.0) -> list[Step]:
-    """`engine.repair`, waiting for a VPC that a worker is changing (or that a worker killed
+async def _repair(controller: Controller, vpcs: list[str], wait: float = 15.0) -> list[Step]:
+    """`controller.repair`, waiting for a VPC that a worker is changing (or that a worker killed
     in the middle of a change still holds: its lock lapses within seconds)."""
     from vpcq.workers.locks import Busy
 
     deadline = time.monotonic() + wait
     while True:
         try:
-            return await engine.repair(vpcs)
+            return await controller.repair(vpcs)
         except Busy:
             if time.monotonic() > deadline:
                 raise

@@ -1,1 +1,2 @@
-"""The kernel adapter: the only code that touches netlink, namespaces, sysctls and rules."""
+"""The kernel drivers: the only code that touches netlink, namespaces, sysctls, rules and
+app processes. `kernel.Kernel` dispatches to one driver per kind of object."""

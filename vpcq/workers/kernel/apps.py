@@ -1,4 +1,5 @@
-"""Apps: detached HTTP servers in subnet namespaces, tracked by pid files under $VPCQ_HOME."""
+"""Apps: the HTTP servers `deploy-app` runs in subnet namespaces, detached, tracked by pid
+files under $VPCQ_HOME."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from vpcq.errors import KernelError
+from vpcq.orchestrator.topology import App
 from vpcq.workers.kernel import netns
+from vpcq.workers.kernel.kernel import Observation, Run
 
-MARKER = "vpcq.workers.app"
+MODULE = "vpcq.workers.appserver"
+MARKER = "vpcq.workers.app"  # in an app's command line: also matches apps started before the rename
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +33,35 @@ class RunningApp:
 
 
 class Apps:
+    """App. Starting one waits for it to bind its port; stopping one, for it to exit."""
+
+    kinds: ClassVar[tuple[type, ...]] = (App,)
+
     def __init__(self, directory: Path) -> None:
         self.dir = directory
+
+    def close(self) -> None:
+        pass
+
+    async def observe(self, obs: Observation) -> None:
+        for ns in obs.namespaces:
+            app = self.running(ns)
+            if app is not None:
+                obs.put(App(ns, app.port, app.vpc, app.subnet))
+
+    async def apply(self, run: Run) -> None:
+        for n, step in enumerate(run.steps):
+            r = step.resource
+            assert isinstance(r, App)
+            await run.check(n, step)
+            await self.stop(r.ns)  # a stale or different app goes first
+            if step.op != "delete":
+                await self.start(r.ns, r.port, r.vpc, r.subnet)
 
     def _pidfile(self, ns: str) -> Path:
         return self.dir / f"{ns}.json"
 
-    def observe(self, ns: str) -> RunningApp | None:
+    def running(self, ns: str) -> RunningApp | None:
         """The app running in `ns`, if its pid file names a live app inside that namespace."""
         try:
             meta = json.loads(self._pidfile(ns).read_text())
@@ -48,7 +75,7 @@ class Apps:
     async def start(self, ns: str, port: int, vpc: str, subnet: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", MARKER, "--vpc", vpc, "--subnet", subnet,
+            sys.executable, "-m", MODULE, "--vpc", vpc, "--subnet", subnet,
             "--port", str(port), "--log", str(self.dir / f"{ns}.log"),
         ]  # fmt: skip
 
@@ -69,7 +96,7 @@ class Apps:
         self._pidfile(ns).write_text(json.dumps(meta))
 
     async def stop(self, ns: str) -> None:
-        app = self.observe(ns)
+        app = self.running(ns)
         if app is not None:
             await _terminate(app.pid)
         self._pidfile(ns).unlink(missing_ok=True)

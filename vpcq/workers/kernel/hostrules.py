@@ -1,9 +1,9 @@
 """The host's rules as `iptables-save` prints them, read as rarely as possible.
 
-The host holds every VPC's chains, so its `iptables-save` grows with the VPCs: measured in a
-throwaway namespace, 4.7 ms with 1 VPC, 16 ms with 100, 52 ms with 400, where a restore stays
-at 5 to 7 ms. Each VPC change on the host needs the text (to observe its chain, and to place
-its jumps), so reading it every time made a batch's cost grow with the square of its VPCs.
+The host holds every VPC's chains, so its `iptables-save` grows with the VPCs, where a
+restore does not. Each VPC change on the host needs the text (to observe its chain, and to
+place its jumps), so reading it every time made a batch's cost grow with the square of its
+VPCs.
 
 The text is kept with the key it was read at: the host namespace's cookie and its nftables
 generation, which every committed rule change moves (vpcq's, another program's or a hand
@@ -22,7 +22,8 @@ import os
 import threading
 from pathlib import Path
 
-from vpcq.workers.kernel import iptables, rtnl
+from vpcq.workers.kernel import iptables, wire
+from vpcq.workers.kernel.ruleset import Ruleset
 
 Key = tuple[int, int]  # (cookie of the host's network namespace, nftables generation)
 
@@ -67,7 +68,7 @@ class HostRules:
         """The text this process holds, if it is valid at generation `gen` of the calling
         thread's namespace (the host's): no thread hop for a warm read."""
         seen = self._seen
-        if gen is None or seen is None or seen[0] != (rtnl.cookie_here(), gen):
+        if gen is None or seen is None or seen[0] != (wire.cookie_here(), gen):
             return None
         return seen[1]
 
@@ -80,9 +81,9 @@ class HostRules:
         now = key_here()
         tables = sum(1 for ln in doc.splitlines() if ln == "COMMIT")
         if now == (key[0], key[1] + tables):
-            after = after_restore(text, doc)
+            after = Ruleset.parse(text).after(doc)
             if after is not None:
-                self._keep(now, after)
+                self._keep(now, after.render())
 
     def _keep(self, key: Key, text: str) -> None:
         self._seen = (key, text)
@@ -105,93 +106,5 @@ class HostRules:
 
 def key_here() -> Key | None:
     """The calling thread's namespace cookie and nftables generation."""
-    gen = rtnl.generation_here() if iptables.nft_backend() else None
-    return None if gen is None else (rtnl.cookie_here(), gen)
-
-
-# base chains, made by iptables-nft when a rule first goes into one of a new table
-_BASE = {"filter": ("INPUT", "FORWARD", "OUTPUT"), "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")}
-
-
-def after_restore(save_text: str, doc: str) -> str | None:
-    """The rules `save_text` becomes after `iptables-restore --noflush` of `doc`, for the
-    lines vpcq writes: a user chain declared (made, or flushed if it exists), rules appended
-    (`-A`), inserted (`-I CHAIN POS`) and deleted (`-D`), a chain flushed (`-F`) and removed
-    (`-X`). None for anything else, or for a line that would fail. Chains keep their rules
-    in order; the lines of different chains may sit in another order than iptables-save's."""
-    tables = _parse(save_text)
-    table = ""
-    decls: list[str] = []
-    rules: dict[str, list[str]] = {}
-    for line in doc.splitlines():
-        if line in ("COMMIT", ""):
-            continue
-        if line.startswith("*"):
-            table = line[1:]
-            decls, rules = tables.setdefault(table, ([], {}))
-            continue
-        if line.startswith(":"):
-            chain, _, policy = line[1:].partition(" ")
-            if not policy.startswith("- "):
-                return None
-            if chain not in rules:
-                decls.append(f":{chain} - [0:0]")
-            rules[chain] = []
-            continue
-        op, _, arg = line.partition(" ")
-        chain, _, rest = arg.partition(" ")
-        if chain not in rules and op in ("-A", "-I") and chain in _BASE.get(table, ()):
-            decls.append(f":{chain} ACCEPT [0:0]")
-            rules[chain] = []
-        if chain not in rules:
-            return None
-        if op == "-F" and not rest:
-            rules[chain] = []
-        elif op == "-X" and not rest:
-            if rules[chain] or any(f" {r}".endswith(f" -j {chain}") for rs in rules.values() for r in rs):
-                return None  # iptables refuses to remove a chain in use
-            del rules[chain]
-            decls[:] = [d for d in decls if not d.startswith(f":{chain} ")]
-        elif not _change(rules[chain], op, rest):
-            return None
-    out: list[str] = []
-    for table, (decls, rules) in tables.items():
-        out += [f"*{table}", *decls]
-        out += [f"-A {chain} {rest}" for chain in rules for rest in rules[chain]]
-        out.append("COMMIT")
-    return "\n".join(out) + "\n"
-
-
-def _change(rules: list[str], op: str, rest: str) -> bool:
-    """`-A`, `-I POS` or `-D` of one rule on a chain's rules; False if iptables would fail."""
-    if not rest:
-        return False
-    if op == "-A":
-        rules.append(rest)
-    elif op == "-I":
-        pos, _, rule = rest.partition(" ")
-        if not pos.isdigit() or not rule or not 1 <= int(pos) <= len(rules) + 1:
-            return False
-        rules.insert(int(pos) - 1, rule)
-    elif op == "-D" and rest in rules:
-        rules.remove(rest)
-    else:
-        return False
-    return True
-
-
-def _parse(save_text: str) -> dict[str, tuple[list[str], dict[str, list[str]]]]:
-    """table -> (chain declarations, chain -> its rules in order)."""
-    tables: dict[str, tuple[list[str], dict[str, list[str]]]] = {}
-    decls: list[str] = []
-    rules: dict[str, list[str]] = {}
-    for line in save_text.splitlines():
-        if line.startswith("*"):
-            decls, rules = tables.setdefault(line[1:], ([], {}))
-        elif line.startswith(":"):
-            decls.append(line)
-            rules.setdefault(line[1:].split(" ", 1)[0], [])
-        elif line.startswith("-A "):
-            _, chain, rest = line.split(" ", 2)
-            rules.setdefault(chain, []).append(rest)
-    return tables
+    gen = wire.generation_here() if iptables.nft_backend() else None
+    return None if gen is None else (wire.cookie_here(), gen)

@@ -6,14 +6,12 @@ already on such a thread. No shell, ever."""
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 import subprocess
 
 from vpcq.errors import KernelError
 from vpcq.workers.kernel import netns
-
-_COUNTERS = re.compile(r"\[\d+:\d+\]")
+from vpcq.workers.kernel.ruleset import normalise
 
 
 @functools.cache
@@ -70,34 +68,10 @@ async def save(ns: str | None) -> str:
     return await netns.arun_in(ns, lambda: save_here(ns or "host"))
 
 
-def normalise(text: str) -> str:
-    lines = [_COUNTERS.sub("[0:0]", ln) for ln in text.splitlines() if ln and not ln.startswith("#")]
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-_DEFAULT_POLICY = re.compile(r"^:[A-Z]+ ACCEPT \[0:0\]$")
-
-
-def drop_owned_tables_here(marker: str, text: str, where: str = "host") -> None:
-    """Delete each table that carries vpcq's owner tag and holds nothing else any more, in
-    the calling thread's namespace, whose rules are `text` (as `save_here` prints them).
-
-    Only a table that vpcq created (tagged) and that is back to empty accepting base chains
-    is removed: anything another program added keeps the table where it is.
-    """
-    tables: dict[str, list[str]] = {}
-    current = ""
-    for line in text.splitlines():
-        if line.startswith("*"):
-            current = line[1:]
-            tables[current] = []
-        elif line != "COMMIT" and current:
-            tables[current].append(line)
-    for table, lines in tables.items():
-        if f":{marker} - [0:0]" not in lines:
-            continue
-        rest = [ln for ln in lines if ln != f":{marker} - [0:0]"]
-        if all(_DEFAULT_POLICY.match(ln) for ln in rest):
-            p = _run(["nft", "delete", "table", "ip", table], None, where)
-            if p.returncode != 0 and "No such file or directory" not in p.stderr:  # gone: fine
-                raise KernelError("delete", f"table ip {table} in {where}", p.stderr.strip())
+def drop_tables_here(tables: list[str], where: str = "host") -> None:
+    """Delete these tables (of the ip family) in the calling thread's namespace; one that is
+    gone already is fine."""
+    for table in tables:
+        p = _run(["nft", "delete", "table", "ip", table], None, where)
+        if p.returncode != 0 and "No such file or directory" not in p.stderr:
+            raise KernelError("delete", f"table ip {table} in {where}", p.stderr.strip())

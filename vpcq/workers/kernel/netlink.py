@@ -1,9 +1,7 @@
-"""Links, addresses and routes over netlink, one cached socket per namespace.
+"""The kernel's network objects, per namespace, over netlink: links, addresses, routes.
 
-Requests are encoded by pyroute2's rtnetlink message classes and sent on a plain socket
-made inside the namespace (rtnl.Channel), which also serves the lean dumps. Through
-pyroute2's request API (`AsyncIPRoute.link()` and the like) an add-subnet's seven requests
-took 6.3 to 8.1 ms; made here, 2.6 to 3.6 ms (see README).
+One plain socket per namespace (`wire.Channel`), made without forking: a thread enters the
+namespace to make it, and a netlink socket stays bound to the namespace it was made in.
 """
 
 from __future__ import annotations
@@ -11,13 +9,12 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import socket
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, nlmsg
+from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
@@ -26,15 +23,12 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWLINK,
     RTM_NEWROUTE,
 )
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
 
 from vpcq.errors import KernelError
-from vpcq.workers.kernel import netns, rtnl
+from vpcq.workers.kernel import netns, wire
+from vpcq.workers.kernel.wire import MAIN_TABLE, RT_SCOPE_NOWHERE, RTN_UNICAST, RTPROT_STATIC
 
-MAIN_TABLE = 254
-RTPROT_STATIC, RTN_UNICAST, RT_SCOPE_NOWHERE = 4, 1, 255
 T = TypeVar("T")
 GONE = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
 CREATE = NLM_F_CREATE | NLM_F_EXCL
@@ -52,17 +46,8 @@ class LinkInfo:
     peer_nsid: int | None
 
 
-def _body(msg: nlmsg, fields: dict[str, int], attrs: list[tuple[str, Any]]) -> bytes:
-    """A request as pyroute2 encodes it, without the netlink header (the channel's)."""
-    for k, v in fields.items():
-        msg[k] = v
-    msg["attrs"] = attrs
-    msg.encode()
-    return bytes(msg.data[rtnl.HEADER : msg["header"]["length"]])
-
-
 def _ns_file(ns: str | None) -> str:
-    # the event loop's thread is in the namespace that plays the host
+    # the calling thread is in the namespace that plays the host
     return "/proc/thread-self/ns/net" if ns is None else netns.path(ns)
 
 
@@ -81,20 +66,20 @@ class Netlink:
     def __init__(self, max_open: int = 512) -> None:
         # one plain socket per namespace, for many namespaces: a no-op reconcile looks into
         # all of them
-        self._channels: OrderedDict[str | None, rtnl.Channel] = OrderedDict()
+        self._channels: OrderedDict[str | None, wire.Channel] = OrderedDict()
         self.max_open = max_open
         # name -> ifindex, filled by dumps and lookups (ifindexes are not reused soon)
         self._index: dict[str | None, dict[str, int]] = {}
         self._inode: dict[str, int | None] = {}  # the namespace each cached socket is bound to
 
-    def channel(self, ns: str | None) -> rtnl.Channel:
+    def channel(self, ns: str | None) -> wire.Channel:
         c = self._channels.get(ns)
         if c is not None:
             self._channels.move_to_end(ns)
             return c
         if ns is not None:  # remember which namespace the new socket is bound to
             self._inode[ns] = netns.inode(ns)
-        c = self._channels[ns] = rtnl.Channel(netns.run_in(ns, rtnl.open_sockets))
+        c = self._channels[ns] = wire.Channel(netns.run_in(ns, wire.open_sockets))
         while len(self._channels) > self.max_open:  # the least recently used, and what was
             self.forget(next(iter(self._channels)))  # known through it: nothing pins it now
         return c
@@ -108,15 +93,15 @@ class Netlink:
             self.forget(ns)
 
     def identity(self, ns: str | None) -> int:
-        """The cookie of the namespace `ns` names now (see rtnl.cookie)."""
+        """The cookie of the namespace `ns` names now (see wire.cookie)."""
         self.revalidate(ns)
         try:
-            return rtnl.cookie(self.channel(ns).sock)
+            return wire.cookie(self.channel(ns).sock)
         except OSError as e:
             raise KernelError("read", f"the cookie of {ns or 'host'}", str(e)) from e
 
     def generation(self, ns: str | None) -> int | None:
-        """The namespace's nftables generation (see rtnl), None if it cannot be had."""
+        """The namespace's nftables generation (see wire), None if it cannot be had."""
         try:
             return self.channel(ns).generation()
         except (OSError, KernelError):
@@ -144,20 +129,23 @@ class Netlink:
             raise KernelError("read", f"{what} in {ns or 'host'}", str(e), transient=True) from e
 
     def links(self, ns: str | None, only: Collection[str] | None = None) -> dict[str, LinkInfo]:
-        """The links of `ns`, or only those named in `only`. A few are looked up one by one:
-        a dump costs as much as the namespace has links (4 ms for a host with 100 VPCs'
-        uplinks, against 41 us for one lookup)."""
+        """The links of `ns`, or only those named in `only`; what is known of their indexes
+        is what was seen now. A few are looked up one by one: a dump costs as much as the
+        namespace has links (the host holds every VPC's uplink)."""
         if only is not None and len(only) <= FEW:
             raw = [m for n in sorted(only)
-                   if (m := self._read(ns, f"link {n}", rtnl.Channel.link, n)) is not None]
+                   if (m := self._read(ns, f"link {n}", wire.Channel.link, n)) is not None]
             names = {m.index: m.name for m in raw}
             for i in {m.master for m in raw if m.master and m.master not in names}:
-                master = self._read(ns, "master link", rtnl.Channel.link, None, i)
+                master = self._read(ns, "master link", wire.Channel.link, None, i)
                 if master is not None:
                     names[i] = master.name
-            self._index.setdefault(ns, {}).update({m.name: m.index for m in raw})
+            known = self._index.setdefault(ns, {})
+            for n in only:
+                known.pop(n, None)
+            known.update({m.name: m.index for m in raw})
         else:
-            raw = self._read(ns, "links", rtnl.Channel.links)
+            raw = self._read(ns, "links", wire.Channel.links)
             names = {m.index: m.name for m in raw}
             self._index[ns] = {name: idx for idx, name in names.items()}
             if only is not None:
@@ -182,9 +170,9 @@ class Netlink:
         for link by link (the kernel filters) instead of dumping the namespace's."""
         by_index = {li.index: li.name for li in links.values()}
         if each:
-            found = [a for i in by_index for a in self._read(ns, "addresses", rtnl.Channel.addrs4, i)]
+            found = [a for i in by_index for a in self._read(ns, "addresses", wire.Channel.addrs4, i)]
         else:
-            found = self._read(ns, "addresses", rtnl.Channel.addrs4)
+            found = self._read(ns, "addresses", wire.Channel.addrs4)
         return [(by_index[i], a, p) for i, a, p in found if i in by_index]
 
     def routes(
@@ -195,32 +183,29 @@ class Netlink:
         by_index = {li.index: li.name for li in links.values()}
         if each:
             found = [r for i in by_index
-                     for r in self._read(ns, "routes", rtnl.Channel.routes4, MAIN_TABLE, i)]
+                     for r in self._read(ns, "routes", wire.Channel.routes4, MAIN_TABLE, i)]
         else:
-            found = self._read(ns, "routes", rtnl.Channel.routes4, MAIN_TABLE)
+            found = self._read(ns, "routes", wire.Channel.routes4, MAIN_TABLE)
         return [(dst, gw, by_index[oif]) for dst, gw, oif in found
                 if gw is not None and oif in by_index]
 
-    def _lookup(self, ns: str | None, name: str) -> int | None:
-        found = self._read(ns, f"link {name}", rtnl.Channel.link, name)
-        return None if found is None else found.index
-
-    def exists(self, ns: str | None, name: str) -> bool:
-        return self._lookup(ns, name) is not None
-
-    def ifindex(self, ns: str | None, name: str) -> int | None:
-        """The link's index, None if there is no such link (one RTM_GETLINK, uncached)."""
-        return self._lookup(ns, name)
+    def lookup(self, ns: str | None, name: str) -> int | None:
+        """The index of link `name`, None if there is none: one RTM_GETLINK by name, never a
+        cached answer (a dump would cost as much as the namespace has links)."""
+        found = self._read(ns, f"link {name}", wire.Channel.link, name)
+        if found is None:
+            self._index.get(ns, {}).pop(name, None)
+            return None
+        self._index.setdefault(ns, {})[name] = found.index
+        return found.index
 
     def index(self, ns: str | None, name: str) -> int:
+        """The index of link `name` for a request: as last seen, else looked up; a link that
+        is not there is an error."""
         cached = self._index.get(ns, {}).get(name)
-        if cached is not None:
-            return cached
-        # one RTM_GETLINK by name: a dump would cost as much as the namespace has links
-        found = self._lookup(ns, name)
+        found = cached if cached is not None else self.lookup(ns, name)
         if found is None:
             raise KernelError("find", f"link {name} in {ns or 'host'}", "no such interface")
-        self._index.setdefault(ns, {})[name] = found
         return found
 
     # ---- writing (idempotent: EEXIST on add, ENODEV/ENOENT on delete are success) ------------
@@ -231,7 +216,7 @@ class Netlink:
         try:
             self.channel(ns).change(msg_type, flags, body)
         except OSError as e:  # refused (RtnlError), or the socket or namespace is gone
-            if e.errno in ok and isinstance(e, rtnl.RtnlError):
+            if e.errno in ok and isinstance(e, wire.RtnlError):
                 return e.errno
             transient = e.errno in (errno.EBUSY, errno.EAGAIN)
             raise KernelError(op, f"{obj} in {ns or 'host'}", e.strerror or str(e),
@@ -241,7 +226,7 @@ class Netlink:
     def add_bridge(self, ns: str | None, name: str, up: bool = False) -> None:
         """A bridge; with `up`, created up (one request). One that exists is set up."""
         flag = IFF_UP if up else 0
-        body = _body(ifinfmsg(), {"flags": flag, "change": flag}, [
+        body = wire.link_body({"flags": flag, "change": flag}, [
             ("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}),
         ])  # fmt: skip
         code = self._change("add", f"bridge {name}", ns, RTM_NEWLINK, CREATE, body, {errno.EEXIST})
@@ -266,7 +251,7 @@ class Netlink:
                 peer_attrs.append(("IFLA_NET_NS_FD", fd))
             info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {
                 "attrs": [("VETH_INFO_PEER", {"attrs": peer_attrs})]})]}
-            body = _body(ifinfmsg(), {"flags": flag, "change": flag},
+            body = wire.link_body({"flags": flag, "change": flag},
                          [*own, ("IFLA_LINKINFO", info)])
             code = self._change("add", f"veth {name}", ns, RTM_NEWLINK, CREATE, body, {errno.EEXIST})
         except OSError as e:  # the peer's namespace file is missing
@@ -278,18 +263,20 @@ class Netlink:
             return
         # "exists" is success only if it is the pair: an end whose namespace was just removed
         # lingers until the kernel has torn it down, and must not pass for the new pair
-        if not (self.exists(ns, name) and self.exists(peer_ns, peer)):
+        if self.lookup(ns, name) is None or self.lookup(peer_ns, peer) is None:
             raise KernelError("add", f"veth {name} in {ns or 'host'}",
                               f"an old {name} or {peer} is still being torn down", transient=True)
         if up:
             self.set_link(ns, name, master)
 
     def delete_link(self, ns: str | None, name: str) -> None:
-        self._index.get(ns, {}).pop(name, None)
-        found = self._lookup(ns, name)  # never a cached index: it may be stale
+        found = self.lookup(ns, name)  # never a cached index: it may be stale
         if found is not None:
-            body = _body(ifinfmsg(), {"index": found}, [])
-            self._change("delete", f"link {name}", ns, RTM_DELLINK, 0, body, GONE)
+            body = wire.link_body({"index": found}, [])
+            try:
+                self._change("delete", f"link {name}", ns, RTM_DELLINK, 0, body, GONE)
+            finally:  # a link made again under the name has another index
+                self._index.get(ns, {}).pop(name, None)
 
     def delete_links(self, ns: str | None, names: Collection[str]) -> None:
         """Delete several links of one namespace with one request. Deleting a link waits for
@@ -303,9 +290,9 @@ class Netlink:
         group = secrets.randbelow(2**32 - 2) + 1  # 0 is every link's default group
         for name in names:
             self._index.get(ns, {}).pop(name, None)
-            body = _body(ifinfmsg(), {"index": 0}, [("IFLA_IFNAME", name), ("IFLA_GROUP", group)])
+            body = wire.link_body({"index": 0}, [("IFLA_IFNAME", name), ("IFLA_GROUP", group)])
             self._change("mark", f"link {name} for deletion", ns, RTM_NEWLINK, 0, body, GONE)
-        body = _body(ifinfmsg(), {"index": 0}, [("IFLA_GROUP", group)])
+        body = wire.link_body({"index": 0}, [("IFLA_GROUP", group)])
         self._change("delete", f"links {', '.join(sorted(names))}", ns, RTM_DELLINK, 0, body, GONE)
 
     def set_link(self, ns: str | None, name: str, master: str | None) -> None:
@@ -315,7 +302,7 @@ class Netlink:
         attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
         if master is not None:
             attrs.append(("IFLA_MASTER", self.index(ns, master)))
-        body = _body(ifinfmsg(), {"index": 0, "flags": IFF_UP, "change": IFF_UP}, attrs)
+        body = wire.link_body({"index": 0, "flags": IFF_UP, "change": IFF_UP}, attrs)
         try:
             self._change("set", f"{name} up", ns, RTM_NEWLINK, 0, body, set())
         except KernelError:
@@ -324,37 +311,23 @@ class Netlink:
             raise
 
     def add_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:
-        body = _addr(self.index(ns, dev), address, prefixlen)
+        body = wire.addr_body(self.index(ns, dev), address, prefixlen)
         self._change("add", f"address {address}/{prefixlen} on {dev}", ns, RTM_NEWADDR, CREATE,
                      body, {errno.EEXIST})
 
     def del_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:
-        found = self._lookup(ns, dev)
+        found = self.lookup(ns, dev)
         if found is not None:
             self._change("delete", f"address {address}/{prefixlen} on {dev}", ns, RTM_DELADDR, 0,
-                         _addr(found, address, prefixlen), GONE)
+                         wire.addr_body(found, address, prefixlen), GONE)
 
     def replace_route(self, ns: str | None, dst: str, gateway: str, dev: str) -> None:
         attrs: list[tuple[str, Any]] = [("RTA_GATEWAY", gateway), ("RTA_OIF", self.index(ns, dev))]
         fields = {"proto": RTPROT_STATIC, "type": RTN_UNICAST}
         self._change("set", f"route {dst} via {gateway}", ns, RTM_NEWROUTE,
-                     NLM_F_CREATE | NLM_F_REPLACE, _route(dst, fields, attrs), set())
+                     NLM_F_CREATE | NLM_F_REPLACE, wire.route_body(dst, fields, attrs), set())
 
     def del_route(self, ns: str | None, dst: str) -> None:
         # scope "nowhere" matches the route whatever its scope, as `ip route del` does
         self._change("delete", f"route {dst}", ns, RTM_DELROUTE, 0,
-                     _route(dst, {"scope": RT_SCOPE_NOWHERE}, []), GONE)
-
-
-def _addr(index: int, address: str, prefixlen: int) -> bytes:
-    return _body(ifaddrmsg(), {"family": socket.AF_INET, "prefixlen": prefixlen, "index": index},
-                 [("IFA_LOCAL", address), ("IFA_ADDRESS", address)])
-
-
-def _route(dst: str, fields: dict[str, int], attrs: list[tuple[str, Any]]) -> bytes:
-    """An IPv4 route of the main table to `dst` ("default" or a CIDR)."""
-    if dst != "default":
-        net, plen = dst.split("/")
-        attrs = [("RTA_DST", net), *attrs]
-        fields = {**fields, "dst_len": int(plen)}
-    return _body(rtmsg(), {"family": socket.AF_INET, "table": MAIN_TABLE, **fields}, attrs)
+                     wire.route_body(dst, {"scope": RT_SCOPE_NOWHERE}, []), GONE)

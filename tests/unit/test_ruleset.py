@@ -1,12 +1,24 @@
-"""Where vpcq's jump rules go in the host's FORWARD and POSTROUTING chains, and the host's
-rules after vpcq's own restore (pure)."""
+"""The model of iptables-save text: where vpcq's jump rules go in the host's FORWARD and
+POSTROUTING chains, a teardown, and the rules after vpcq's own restore (pure)."""
 
 from __future__ import annotations
 
 import itertools
 
-from vpcq.workers.kernel.adapter import chain_rules, chain_teardown, jump_inserts
-from vpcq.workers.kernel.hostrules import after_restore
+from vpcq.workers.kernel.ruleset import Ruleset, jump_inserts
+
+
+def chain_rules(text: str, table: str, chain: str) -> list[str]:
+    return Ruleset.parse(text).chain(table, chain)
+
+
+def chain_teardown(text: str, chains: list[str]) -> str:
+    return Ruleset.parse(text).teardown(chains)
+
+
+def after_restore(text: str, doc: str) -> str | None:
+    after = Ruleset.parse(text).after(doc)
+    return None if after is None else after.render()
 
 
 def insert_all(rules: list[str], new: list[str]) -> list[str]:
@@ -138,3 +150,17 @@ def test_the_shared_host_rules_file_is_used_only_in_the_boot_it_was_written(tmp_
     assert hostrules.HostRules(shared)._load(key) is None
     shared.write_text(f"{key[0]} {key[1]}\n*filter\nCOMMIT\n")  # an older vpcq's file
     assert hostrules.HostRules(shared)._load(key) is None
+
+
+def test_parse_and_render_keep_the_tables_chains_and_rules():
+    rs = Ruleset.parse(HOST)
+    assert Ruleset.parse(rs.render()) == rs
+    assert rs.chain("filter", "FORWARD") == chain_rules(HOST, "filter", "FORWARD")
+
+
+def test_an_emptied_table_vpcq_made_is_told_from_one_that_holds_rules():
+    made = "*nat\n:PREROUTING ACCEPT [0:0]\n:VPCQ-OWNED - [0:0]\nCOMMIT\n"
+    assert Ruleset.parse(made).emptied("VPCQ-OWNED") == ["nat"]
+    used = made.replace("COMMIT", "-A PREROUTING -j DNAT --to-destination 10.0.0.1\nCOMMIT")
+    assert Ruleset.parse(used).emptied("VPCQ-OWNED") == []
+    assert Ruleset.parse(made.replace(":VPCQ-OWNED - [0:0]\n", "")).emptied("VPCQ-OWNED") == []

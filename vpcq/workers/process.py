@@ -1,4 +1,6 @@
-"""The arq worker: one job kind, `reconcile(vpc)`; JSON payloads; short timeouts."""
+"""The worker process: arq's worker with one job kind, `apply(vpc)` (a VPC's pending
+commands, and with `repair` its drift); JSON payloads; short timeouts; woken by a message
+when a job is queued; and, at start, a restore of every VPC of its host."""
 
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from redis.exceptions import RedisError
 from vpcq import config
 from vpcq.errors import KernelError, LockLost
 from vpcq.events.connection import connect, job_dumps, job_loads
-from vpcq.events.jobs import RECONCILE, JobQueue, wake_channel
+from vpcq.events.jobs import APPLY, LEGACY, JobQueue, wake_channel
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.state import State
-from vpcq.workers.engine import DeleteIncomplete, Engine, NotReady
-from vpcq.workers.kernel.adapter import Kernel
+from vpcq.workers.controller import Controller, NotReady
+from vpcq.workers.faults import Faults
+from vpcq.workers.kernel.kernel import Kernel
 from vpcq.workers.locks import Busy, Locks
+from vpcq.workers.reconciler import DeleteIncomplete
 
 log = structlog.get_logger("vpcq.worker")
 JOB_TIMEOUT = 60
@@ -38,13 +42,13 @@ def backoff(attempt: int, first: float, most: float) -> float:
     return float(min(first * 1.5 ** max(attempt - 1, 0), most))
 
 
-async def reconcile(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
+async def apply(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
     """Bring one VPC to the state the log wants."""
-    engine: Engine = ctx["engine"]
+    controller: Controller = ctx["controller"]
     attempt = int(ctx.get("job_try") or 1)
     structlog.contextvars.bind_contextvars(vpc=vpc, job_id=ctx.get("job_id"))
     try:
-        return await engine.reconcile(vpc, repair, attempt)
+        return await controller.apply(vpc, repair, attempt)
     except Busy:
         # another worker applies a change to it; a long one (a cleanup) is not polled for
         # every 50 ms while it runs
@@ -65,38 +69,38 @@ async def reconcile(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
         raise
 
 
-def build_engine(redis: Any, name: str) -> Engine:
+def build_controller(redis: Any, name: str) -> Controller:
     store = EventStore(redis, config.KEY_PREFIX)
     kernel = Kernel(config.paths().apps, config.paths().run / "host-rules.lock")
-    return Engine(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name,
-                  config.host_id())
+    return Controller(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name,
+                      config.host_id(), Faults.from_env())
 
 
-async def make_engine(name: str) -> tuple[Engine, Any]:
-    """An engine outside arq (for `drift` and `repair`)."""
+async def make_controller(name: str) -> tuple[Controller, Any]:
+    """A controller outside arq (for `drift` and `repair`)."""
     redis = await connect(config.redis_url())
-    return build_engine(redis, name), redis
+    return build_controller(redis, name), redis
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    engine = build_engine(ctx["redis"], ctx.get("name", "worker"))
-    queue = engine.queue
-    ctx["engine"] = engine
+    controller = build_controller(ctx["redis"], ctx.get("name", "worker"))
+    queue = controller.queue
+    ctx["controller"] = controller
     # a worker that starts (after a crash or a reboot) re-queues every VPC with work to do,
     # and checks every VPC against the kernel (a reboot leaves the log, not the kernel). The
     # jobs get ids of their own: a job of the same id that a killed worker was running is
     # held by arq (its in-progress key) until the longest job timeout has passed
-    state = await engine.cache.refresh()
+    state = await controller.cache.refresh()
     behind = sorted({v for cid in state.pending for v in state.commands[cid].vpcs})
     start = secrets.token_hex(3)
-    await queue.reconcile(engine.cache.next_jobs(state, behind), state.seq, tag=start)
+    await queue.apply(controller.cache.next_jobs(state, behind), state.seq, tag=start)
     if os.environ.get("VPCQ_RESTORE_ON_START", "1") == "1":
-        await queue.repair(_mine(engine, state), state.seq, tag=start)
+        await queue.repair(_mine(controller, state), state.seq, tag=start)
     interval = float(os.environ.get("VPCQ_DRIFT_INTERVAL", "0"))
     if interval > 0:
-        ctx["drift_timer"] = asyncio.create_task(_drift_timer(engine, interval))
+        ctx["drift_timer"] = asyncio.create_task(_drift_timer(controller, interval))
     ctx["stall_watch"] = asyncio.create_task(_watch_stalls())
-    log.info("worker ready", seq=state.seq, queued=behind, host=engine.host)
+    log.info("worker ready", seq=state.seq, queued=behind, host=controller.host)
 
 
 async def _watch_stalls(every: float = 0.5, warn: float = 1.0) -> None:
@@ -111,26 +115,27 @@ async def _watch_stalls(every: float = 0.5, warn: float = 1.0) -> None:
             log.warning("event loop stalled", seconds=round(late, 2))
 
 
-async def _drift_timer(engine: Engine, interval: float) -> None:
+async def _drift_timer(controller: Controller, interval: float) -> None:
     """Re-check every VPC against the kernel every `interval` seconds ($VPCQ_DRIFT_INTERVAL)."""
     while True:
         await asyncio.sleep(interval)
-        state = await engine.cache.refresh()
-        await engine.queue.repair(_mine(engine, state), int(time.time()))
+        state = await controller.cache.refresh()
+        await controller.queue.repair(_mine(controller, state), int(time.time()))
 
 
-def _mine(engine: Engine, state: State) -> list[tuple[str, str]]:
+def _mine(controller: Controller, state: State) -> list[tuple[str, str]]:
     """(VPC, this host) for each VPC placed on this worker's host."""
-    return [(v, engine.host) for v in sorted(state.vpcs) if state.vpcs[v].host == engine.host]
+    return [(v, controller.host) for v in sorted(state.vpcs)
+            if state.vpcs[v].host == controller.host]
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     for task in (ctx.get("drift_timer"), ctx.get("stall_watch")):
         if task is not None:
             task.cancel()
-    engine: Engine | None = ctx.get("engine")
-    if engine is not None:
-        engine.kernel.close()
+    controller: Controller | None = ctx.get("controller")
+    if controller is not None:
+        controller.kernel.close()
 
 
 class Worker(ArqWorker):
@@ -231,7 +236,7 @@ class Worker(ArqWorker):
 async def make_worker(name: str, burst: bool = False) -> Worker:
     redis = await connect(config.redis_url())
     return Worker(
-        functions=[_func()],
+        functions=_functions(),
         redis_pool=redis,
         queue_name=config.queue_of(config.host_id()),
         on_startup=startup,
@@ -250,7 +255,7 @@ async def make_worker(name: str, burst: bool = False) -> Worker:
     )
 
 
-def _func() -> Any:
+def _functions() -> list[Any]:
     from arq.worker import func
 
-    return func(reconcile, name=RECONCILE, timeout=JOB_TIMEOUT)
+    return [func(apply, name=name, timeout=JOB_TIMEOUT) for name in (APPLY, *LEGACY)]

@@ -1,15 +1,14 @@
-"""One plain rtnetlink socket per namespace: lean dumps, lookups, and change requests.
+"""Netlink on the wire: plain sockets, requests encoded, replies decoded.
 
-pyroute2 decodes every attribute of every message into Python objects (statistics, queue
-settings, af-specs...). A profile of the worker showed link dumps of a router namespace
-with many subnets taking most of an add-subnet's time, growing with the subnets. Observing
-needs a handful of attributes, so dumps are read here with `struct` from a plain netlink
-socket made inside the namespace, and only those attributes are kept.
+Requests are encoded by pyroute2's rtnetlink message classes (`link_body`, `addr_body`,
+`route_body`). Replies are decoded here with `struct`, keeping only the attributes vpcq
+compares: pyroute2 decodes every attribute of every message into Python objects
+(statistics, queue settings, af-specs...), which made link dumps of a router namespace with
+many subnets most of an add-subnet's time, growing with its subnets.
 
-Change requests are encoded by pyroute2's message classes (netlink.py) and sent here on
-the same socket. The kernel handles an rtnetlink request inside `send()`, so its
-acknowledgement is already queued when `send()` returns: a request is one send and one
-receive, with no event-loop round trip and no per-request machinery.
+The kernel handles an rtnetlink request inside `send()`, so its acknowledgement is already
+queued when `send()` returns: a request is one send and one receive on a `Channel`, the
+namespace's socket, with no event-loop round trip and no per-request machinery.
 
 The formats are the kernel's stable ABI: <linux/netlink.h>, <linux/rtnetlink.h>,
 <linux/if_link.h>, <linux/if_addr.h>.
@@ -24,6 +23,12 @@ import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from pyroute2.netlink import nlmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
@@ -305,3 +310,39 @@ def _attrs(data: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
             return
         yield t & NLA_TYPE_MASK, off + _NLA.size, off + length
         off += (length + 3) & ~3
+
+
+# ---- requests, encoded by pyroute2's rtnetlink message classes ----------------------------
+
+MAIN_TABLE = 254
+RTPROT_STATIC, RTN_UNICAST, RT_SCOPE_NOWHERE = 4, 1, 255
+
+
+def body(msg: nlmsg, fields: dict[str, int], attrs: list[tuple[str, Any]]) -> bytes:
+    """A request as pyroute2 encodes it, without the netlink header (the channel's)."""
+    for k, v in fields.items():
+        msg[k] = v
+    msg["attrs"] = attrs
+    msg.encode()
+    return bytes(msg.data[HEADER : msg["header"]["length"]])
+
+
+def link_body(fields: dict[str, int], attrs: list[tuple[str, Any]]) -> bytes:
+    """An RTM_NEWLINK or RTM_DELLINK request."""
+    return body(ifinfmsg(), fields, attrs)
+
+
+def addr_body(index: int, address: str, prefixlen: int) -> bytes:
+    """An RTM_NEWADDR or RTM_DELADDR request for an IPv4 address on link `index`."""
+    return body(ifaddrmsg(), {"family": socket.AF_INET, "prefixlen": prefixlen, "index": index},
+                [("IFA_LOCAL", address), ("IFA_ADDRESS", address)])
+
+
+def route_body(dst: str, fields: dict[str, int], attrs: list[tuple[str, Any]]) -> bytes:
+    """An RTM_NEWROUTE or RTM_DELROUTE request for an IPv4 route of the main table to `dst`
+    ("default" or a CIDR)."""
+    if dst != "default":
+        net, plen = dst.split("/")
+        attrs = [("RTA_DST", net), *attrs]
+        fields = {**fields, "dst_len": int(plen)}
+    return body(rtmsg(), {"family": socket.AF_INET, "table": MAIN_TABLE, **fields}, attrs)

@@ -1,4 +1,4 @@
-"""The tutorial's whole scenario, run for real in a throwaway host: `python -m vpcq.workers.demo`.
+"""The tutorial's whole scenario, run for real in a throwaway host: `python -m vpcq.testing.demo`.
 
 It makes a namespace that plays the host and one that plays the internet, starts vpcq's
 embedded Redis and two workers under a temporary $VPCQ_HOME, runs the tutorial's commands
@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vpcq.workers.kernel import netns, probe
-from vpcq.workers.kernel.sandbox import INTERNET_IP, build_internet, sweep
+from vpcq.testing import probe
+from vpcq.testing.sandbox import INTERNET_IP, build_internet, sweep
+from vpcq.workers.kernel import netns
 
 VPC, OTHER = "my-vpc", "other-vpc"
 WEB, DB, APP = f"{VPC}-web-subnet", f"{VPC}-db-subnet", f"{OTHER}-app-subnet"

@@ -1,0 +1,135 @@
+"""The host's rules that vpcq owns: one chain per VPC (`VPCQ-<key>`, in filter and nat) and
+the jumps to it from FORWARD and POSTROUTING. Nothing else on the host is flushed, reordered
+or removed: other programs' rules (Docker's) keep their places."""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vpcq.errors import KernelError
+from vpcq.orchestrator.rules import host_jumps
+from vpcq.orchestrator.topology import HostChain
+from vpcq.workers.kernel import iptables, netns
+from vpcq.workers.kernel.hostrules import HostRules
+from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.netlink import Netlink
+from vpcq.workers.kernel.ruleset import Ruleset, jump_inserts
+
+OWNED = "VPCQ-OWNED"  # marks a host table that vpcq created
+OnNetlink = Callable[..., Awaitable[Any]]
+
+
+class HostChains:
+    """HostChain. The host's rules are read rarely (see HostRules) and changed under a lock
+    this host's workers share; a cleanup's or a restore's chains go in one restore."""
+
+    kinds: ClassVar[tuple[type, ...]] = (HostChain,)
+
+    def __init__(self, nl: Netlink, netlink: OnNetlink, lock: Path) -> None:
+        self.nl = nl
+        self.netlink = netlink
+        self.lock = lock  # serialises host rule changes between this host's workers
+        self.host = HostRules(lock.with_name("host-rules.cache"))
+
+    def close(self) -> None:
+        pass
+
+    async def observe(self, obs: Observation) -> None:
+        chains = obs.scope.host_chains
+        if not chains:
+            return
+        rs = Ruleset.parse(await self._read())
+        jumps = rs.jumps_to(chains)
+        for chain in chains:
+            f, n = tuple(rs.chain("filter", chain)), tuple(rs.chain("nat", chain))
+            if f or n or jumps[chain]:
+                obs.put(HostChain(chain, _uplink(jumps[chain], chain), f, n))
+
+    async def _read(self) -> str:
+        """The host's rules: as last read while nothing has changed since, else read now."""
+        gen = await self.netlink(self.nl.generation, None) if iptables.nft_backend() else None
+        text = self.host.cached(gen)  # this thread is in the host namespace, as are the host's
+        return text if text is not None else await netns.arun_in(None, lambda: self.host.read_here()[1])
+
+    async def apply(self, run: Run) -> None:
+        for n, step in enumerate(run.steps):
+            await run.check(n, step)
+        chains = [s.resource for s in run.steps if isinstance(s.resource, HostChain)]
+        delete = run.steps[0].op == "delete"
+
+        # the jump rules sit in one block, sorted by chain, so the host's tables are a function
+        # of the log and not of the order in which VPCs were made, rolled back or restored;
+        # the positions are read and used under a lock shared by this host's workers
+        def create() -> None:
+            key, text = self.host.read_here()  # what observe read, unless a rule changed since
+            rs = Ruleset.parse(text)
+            jumps = [j for r in chains for j in host_jumps(r.chain, r.uplink)]
+            doc = []
+            for table in ("filter", "nat"):
+                doc.append(f"*{table}")
+                # a table vpcq brings into existence gets an owner tag, so that the last VPC's
+                # teardown can remove the table too and leave `nft list ruleset` as it found it
+                doc += [] if table in rs.tables else [f":{OWNED} - [0:0]"]
+                for r in chains:
+                    doc.append(f":{r.chain} - [0:0]")
+                    doc += [f"-A {r.chain} {rule}" for rule in (r.filter if table == "filter" else r.nat)]
+                for chain in sorted({c for t, c, _ in jumps if t == table}):
+                    new = [rest for t, c, rest in jumps if t == table and c == chain]
+                    doc += [f"-I {chain} {pos} {rest}"
+                            for pos, rest in jump_inserts(rs.chain(table, chain), new)]
+                doc.append("COMMIT")
+            self.host.restore_here(key, text, "\n".join(doc) + "\n")
+
+        # read, delete and drop emptied tables under the lock: two workers tearing down the
+        # last two VPCs at once must not both try to remove the same table
+        def teardown() -> None:
+            key, text = self.host.read_here()
+            doc = Ruleset.parse(text).teardown([r.chain for r in chains])
+            if doc:
+                self.host.restore_here(key, text, doc)
+            iptables.drop_tables_here(Ruleset.parse(self.host.read_here()[1]).emptied(OWNED))
+
+        await locked(self.lock, teardown if delete else create)
+
+
+def _uplink(jumps: set[str], chain: str) -> str:
+    """The uplink named by a complete set of jump rules, else '' (so diff repairs them)."""
+    for j in jumps:
+        if j.startswith("filter:FORWARD -i "):
+            up = j.split()[2]
+            if {f"{t}:{c} {rest}" for t, c, rest in host_jumps(chain, up)} <= jumps:
+                return up
+    return ""
+
+
+async def locked(path: Path, work: Callable[[], None], wait: float = 30.0) -> None:
+    """Run `work` on a namespace thread in the host, holding the host-rules lock that this
+    host's workers share. The wait for the lock and everything done under it happen on that
+    thread: the event loop goes on meanwhile, and the lock is held for the work alone, not
+    also for the loop's turns back to a job between its steps (with two workers, those turns
+    had the lock held for 80% of a batch). A lock held elsewhere for longer than `wait` is a
+    transient error: a thread never waits without end (nor, then, a worker's exit)."""
+
+    def hold() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait
+        with open(path, "a") as f:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise KernelError("lock", "host rules", f"held elsewhere for {wait:.0f} s",
+                                          transient=True) from None
+                    time.sleep(0.001)
+            try:
+                work()
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    await netns.arun_in(None, hold)
