@@ -50,8 +50,8 @@ async def apply(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
     try:
         return await controller.apply(vpc, repair, attempt)
     except Busy:
-        # another worker applies a change to it; a long one (a cleanup) is not polled for
-        # every 50 ms while it runs
+        # another worker applies a change to it; a long one (a cleanup) is not polled for at
+        # the first pace all the while it runs
         raise Retry(defer=backoff(attempt, 0.05, 2.0)) from None
     except DeleteIncomplete:
         raise Retry(defer=backoff(attempt, 0.2, 5.0)) from None
@@ -141,9 +141,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class Worker(ArqWorker):
     """arq's worker, started by a message when a job is queued instead of only by its poll.
 
-    arq finds jobs by polling its queue; polling every 20 ms cost an idle worker about 4% of
-    a core on the project's machine, and a new job waited 10 ms on average. JobQueue
-    publishes on the queue's wake channel after it enqueues: an idle worker waits for that
+    arq finds jobs by polling its queue: a fast poll keeps an idle worker busy, a slow one
+    makes every new job wait. JobQueue publishes on the queue's wake channel after it
+    enqueues: an idle worker waits for that
     (at most IDLE_POLL, or until the earliest deferred job is due); a busy one polls every
     BUSY_POLL as before, and at once when one of its jobs finishes. A lost message costs
     latency, never a job.
@@ -172,10 +172,9 @@ class Worker(ArqWorker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs, given only the ids no worker is running. For every queued id,
         arq spends four round trips (WATCH, EXISTS, ZSCORE, UNWATCH) finding out whether a
-        worker runs it; a running job stays queued until it ends, so every poll paid that for
-        each job running here or on another worker (in a 2-worker batch, 2.0 WATCHes per
-        subnet; 0.9 now). One pipelined EXISTS now drops them (arq checks again as it
-        claims)."""
+        worker runs it; a running job stays queued until it ends, so every poll would pay
+        that for each job running here or on another worker. One pipelined EXISTS drops them
+        first (arq checks again as it claims)."""
         mine = {j for j, t in self.tasks.items() if not t.done()}
         ids = [j for j in job_ids if j.decode() not in mine]
         if ids:

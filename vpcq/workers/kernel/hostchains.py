@@ -111,7 +111,7 @@ async def locked(path: Path, work: Callable[[], None], wait: float = 30.0) -> No
     host's workers share. The wait for the lock and everything done under it happen on that
     thread: the event loop goes on meanwhile, and the lock is held for the work alone, not
     also for the loop's turns back to a job between its steps (with two workers, those turns
-    had the lock held for 80% of a batch). A lock held elsewhere for longer than `wait` is a
+    kept the lock held for most of a batch). A lock held elsewhere for longer than `wait` is a
     transient error: a thread never waits without end (nor, then, a worker's exit)."""
 
     def hold() -> None:

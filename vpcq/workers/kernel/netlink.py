@@ -280,7 +280,7 @@ class Netlink:
 
     def delete_links(self, ns: str | None, names: Collection[str]) -> None:
         """Delete several links of one namespace with one request. Deleting a link waits for
-        the kernel to be sure nothing uses it any more (synchronize_net, 17 ms or more each);
+        the kernel to be sure nothing uses it any more (synchronize_net: tens of ms each);
         links deleted by group share that wait. The links are put in a group of their own
         first: a random number, so no link vpcq did not name is in it."""
         if len(names) < 2:

@@ -1,9 +1,9 @@
 """Network namespaces without forking: a thread enters a namespace (setns moves only the
 calling thread), so the asyncio thread always stays in the host namespace.
 
-The threads are a small pool kept for the life of the process: starting and joining a
-thread for every namespace operation was 8% of a worker's CPU. A thread that enters a
-namespace comes back before it takes the next call; one that could not come back is moved
+The threads are a small pool kept for the life of the process (a thread started and
+joined for every namespace operation costs more than the operation). A thread that enters
+a namespace comes back before it takes the next call; one that could not come back is moved
 home first by the next call it runs (see `_home`). `arun_in` is the same call for async
 code: the event loop goes on while the thread waits for the kernel or a child process.
 """
