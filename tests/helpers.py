@@ -172,3 +172,62 @@ def run_cli(args: Sequence[str], env: dict[str, str], stdin: str | None = None,
         input=stdin, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **env}, cwd=ROOT,
     )  # fmt: skip
+
+
+class Console:
+    """`vpcq ui` as a user runs it (the real command), on a free loopback port."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""  # with the token, as printed
+        self.base = ""  # http://127.0.0.1:PORT
+        self.token = ""
+        self.printed: list[str] = []
+
+    def start(self, timeout: float = 60) -> Console:
+        import re
+        import select
+        import tempfile
+
+        self.err = tempfile.TemporaryFile()  # not a pipe: nobody reads it while it runs
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vpcq.cli.main", "ui", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=self.err, env={**os.environ, **self.env}, cwd=ROOT,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()  # read unbuffered: the URL may come in one write with more
+        out = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(rb"(http://127\.0\.0\.1:\d+)/\?token=([A-Za-z0-9_-]+)", out)
+            if m:
+                self.url, self.base, self.token = (g.decode() for g in (m.group(0), m.group(1), m.group(2)))
+                self.printed = out.decode().splitlines()
+                return self
+            ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+            chunk = os.read(fd, 4096) if ready else b""
+            if not chunk:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"vpcq ui did not print its URL: {out.decode()!r} {self.stderr()}")
+            out += chunk
+
+    def stop(self) -> int:
+        """SIGTERM, as Ctrl-C or a service manager would; its exit code."""
+        if self.proc is None:
+            return 0
+        self.proc.terminate()
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("vpcq ui did not stop within 15 s of SIGTERM") from None
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+    def stderr(self) -> str:
+        self.err.seek(0)
+        return self.err.read().decode(errors="replace")

@@ -19,7 +19,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from vpcq import config, logs
-from vpcq.cli import embedded, render
+from vpcq.cli import console, embedded, render
 from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words
 from vpcq.errors import ConfigError, DomainError
 from vpcq.events.commands import Command, parse_command, parse_firewall
@@ -71,6 +71,8 @@ async def _dispatch(ns: argparse.Namespace) -> int:
         "replay": _replay,
         "up": _up,
         "down": _down,
+        "ui": console.ui,
+        "graph": console.graph,
     }[ns.cmd]
     return await handler(ns)
 

@@ -174,7 +174,29 @@ def build() -> Parser:
          "vpcq down")
     w = _cmd(sub, "worker", "run one worker in the foreground", "vpcq worker")
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    add_console(sub)
     return p
+
+
+# ---- the console (docs/console.md) --------------------------------------------------------------
+
+CONSOLE = {"ui", "graph"}
+GRAPH_FORMATS = ("dot", "mermaid", "svg")  # vpcq.console.export.FORMATS, not imported here
+
+
+def add_console(sub: Any) -> None:
+    """`vpcq ui` and `vpcq graph`: pictures of the log, read-only."""
+    ui = _cmd(sub, "ui", "serve the web console: the live topology, the audit log and time travel "
+              "(read-only; on loopback, behind a token it prints)",
+              "vpcq ui   |   vpcq ui --listen 127.0.0.1:9000")
+    ui.add_argument("--listen", default="127.0.0.1:8470", metavar="HOST:PORT",
+                    help="where to listen (default 127.0.0.1:8470; port 0: any free port)")
+    g = _cmd(sub, "graph", "write the topology the console shows, as DOT, Mermaid or SVG",
+             "vpcq graph --format svg -o net.svg   |   vpcq graph --at 12 | dot -Tpng > then.png")
+    g.add_argument("--format", choices=GRAPH_FORMATS, default="dot", help="default dot")
+    g.add_argument("--at", type=_count, metavar="SEQ", dest="at_seq",
+                   help="the network as it was right after event SEQ")
+    g.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
 
 def command_dict(ns: argparse.Namespace) -> dict[str, Any]:

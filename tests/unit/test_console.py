@@ -1,0 +1,394 @@
+"""The console's pure parts: the scene fold, the topology, the layout, the exports, the
+timeline. No Redis, no browser (those are tests/integration/test_console_api.py and
+tests/kernel/test_console_browser.py)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from hypothesis import given as hgiven
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from vpcq.console import export
+from vpcq.console.layout import COL, draw
+from vpcq.console.model import Facts, changes, topology
+from vpcq.console.scene import SceneFolder, scene_of
+from vpcq.console.timeline import Timeline, command_line
+from vpcq.errors import DomainError
+from vpcq.events.observed import Deleting
+from vpcq.events.schema import ChangeApplied, DriftRepaired, Envelope
+from vpcq.orchestrator.decide import decide
+from vpcq.orchestrator.evolve import fold
+from vpcq.orchestrator.failure import fail
+from vpcq.orchestrator.state import INITIAL, State, view_of
+
+from .core import cmd, envelopes
+
+
+class Log:
+    """A log made as the orchestrator and the workers make it: decide, append, outcome."""
+
+    def __init__(self) -> None:
+        self.envs: list[Envelope] = []
+        self.state: State = INITIAL
+        self.states: list[State] = [INITIAL]  # the state after each event
+        self.n = 0
+
+    def _add(self, envs: list[Envelope]) -> None:
+        for e in envs:
+            self.state = fold(self.state, [e])
+            self.states.append(self.state)
+            self.envs.append(e)
+
+    def command(self, kind: str, outcome: str = "applied", **args: Any) -> str:
+        """Decide and append a command; then its outcome: applied, failed or pending."""
+        cid = f"c{self.n}"
+        self.n += 1
+        self._add(envelopes(self.state, decide(cmd(kind, **args), self.state), cid))
+        if outcome == "applied":
+            self.applied(cid)
+        elif outcome == "failed":
+            self.failed(cid)
+        return cid
+
+    def applied(self, cid: str) -> None:
+        vpcs = self.state.commands[cid].vpcs
+        self._add(envelopes(self.state, [ChangeApplied(command_id=cid, vpcs=vpcs)], cid))
+
+    def failed(self, cid: str, reason: str = "boom") -> None:
+        def view_at(vpc: str, seq: int):  # type: ignore[no-untyped-def]
+            return view_of(self.states[seq], vpc)
+
+        pairs = fail(self.state, view_at, self.state.commands[cid], reason)
+        self._add([Envelope(seq=self.state.seq + 1 + i, command_id=c, correlation_id="c", actor="w@h",
+                            time="2026-01-01T00:00:01Z", event=ev) for i, (c, ev) in enumerate(pairs)])
+
+    def event(self, ev: Any, cid: str = "repair") -> None:
+        self._add(envelopes(self.state, [ev], cid))
+
+
+NAMES, SUBS = ["a", "b", "c"], ["web", "db"]
+steps = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 2), st.integers(0, 2), st.integers(0, 1),
+                           st.sampled_from(["applied", "applied", "failed", "pending"])), max_size=30)
+
+
+def random_log(spec: list[tuple[int, int, int, int, str]]) -> Log:
+    log = Log()
+    for kind, i, j, k, outcome in spec:
+        vpc, other, sub = NAMES[i], NAMES[j], SUBS[k]
+        kind_args = [
+            ("create-vpc", {"name": vpc, "cidr": f"10.{i}.0.0/16"}),
+            ("add-subnet", {"vpc": vpc, "name": sub, "cidr": f"10.{i}.{k + 1}.0/24", "type": "public"}),
+            ("deploy-app", {"vpc": vpc, "subnet": sub, "port": 8000 + k}),
+            ("stop-app", {"vpc": vpc, "subnet": sub}),
+            ("peer-vpcs", {"a": vpc, "b": other}),
+            ("unpeer-vpcs", {"a": vpc, "b": other}),
+            ("delete-subnet", {"vpc": vpc, "name": sub}),
+            ("delete-vpc", {"name": vpc}),
+        ][kind]
+        try:
+            cid = log.command(kind_args[0], "pending", **kind_args[1])
+        except DomainError:
+            continue
+        if outcome == "applied":
+            log.applied(cid)
+        elif outcome == "failed" and kind_args[0] not in ("stop-app", "unpeer-vpcs", "delete-subnet",
+                                                          "delete-vpc"):
+            log.failed(cid)  # a deletion never fails: it is retried until done
+    return log
+
+
+# ---- the scene ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=120, deadline=None)
+@hgiven(steps)
+def test_the_scene_holds_the_state_the_orchestrator_folds(spec):
+    log = random_log(spec)
+    assert scene_of(log.envs).state == fold(INITIAL, log.envs)
+
+
+@settings(max_examples=120, deadline=None)
+@hgiven(steps)
+def test_nothing_that_exists_moves_when_the_log_grows(spec):
+    """Whatever happens next (a creation, a failure's restore, a deletion and its end), every
+    object drawn before and after it is drawn at the same place."""
+    log = random_log(spec)
+    f = SceneFolder()
+    before: dict[str, tuple[float, float]] = {}
+    for env in log.envs:
+        f.envelope(env)
+        drawing = draw(topology(f.build()))
+        now = {n.node.id: (n.box.left, n.box.top) for n in drawing.nodes}
+        for oid in before.keys() & now.keys():
+            assert before[oid] == now[oid], (oid, env.event)
+        before = now
+
+
+@settings(max_examples=60, deadline=None)
+@hgiven(steps, st.integers(0, 200))
+def test_a_scene_folded_from_a_checkpoint_is_the_scene_of_the_whole_fold(spec, cut):
+    log = random_log(spec)
+    cut = min(cut, len(log.envs))
+    f = SceneFolder(scene_of(log.envs[:cut]))
+    for env in log.envs[cut:]:
+        f.envelope(env)
+    assert f.build() == scene_of(log.envs)
+
+
+def test_a_vpc_takes_the_lowest_free_column_and_a_subnet_the_lowest_free_cell():
+    log = Log()
+    for n, name in enumerate(["a", "b", "c"]):
+        log.command("create-vpc", name=name, cidr=f"10.{n}.0.0/16")
+    log.command("add-subnet", vpc="a", name="x", cidr="10.0.1.0/24")
+    log.command("add-subnet", vpc="a", name="y", cidr="10.0.2.0/24")
+    log.command("delete-vpc", name="b")
+    log.command("delete-subnet", vpc="a", name="x")
+    places = scene_of(log.envs).places
+    assert dict(places.columns) == {"a": 0, "c": 2}
+    log.command("create-vpc", name="d", cidr="10.3.0.0/16")
+    log.command("add-subnet", vpc="a", name="z", cidr="10.0.3.0/24")
+    places = scene_of(log.envs).places
+    assert dict(places.columns) == {"a": 0, "c": 2, "d": 1}
+    assert dict(places.cells["a"]) == {"subnet:a/y": 1, "subnet:a/z": 0}
+    assert dict(places.hosts) == {"default": 0}
+
+
+def test_a_deletion_is_drawn_as_deleting_until_its_outcome_with_its_progress():
+    log = Log()
+    log.command("create-vpc", name="a", cidr="10.0.0.0/16")
+    log.command("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24", type="public")
+    log.command("create-vpc", name="b", cidr="10.1.0.0/16")
+    log.command("peer-vpcs", a="a", b="b")
+    cid = log.command("delete-vpc", "pending", name="a")
+    scene = scene_of(log.envs)
+    assert "a" not in scene.state.vpcs  # the state forgets it at once; the picture does not
+    g = {n.id: n for n in topology(scene).nodes}
+    assert g["vpc:a"].status == g["subnet:a/web"].status == g["router:a"].status == "deleting"
+    assert g["vpc:a"].notes[0].text == "deleting: delete-vpc"
+    edges = {e.id: e for e in topology(scene).edges}
+    assert edges["peering:a|b"].status == "deleting"
+    progress = Deleting(2, ("netns a-web", "netns vpcq_a"), "EBUSY", 3, "t")
+    g = {n.id: n for n in topology(scene, Facts({"default": 1}, {cid: progress})).nodes}
+    assert g["vpc:a"].notes[0].text == "deleting: 2 left (netns a-web, netns vpcq_a); last error: EBUSY"
+    log.applied(cid)
+    g = {n.id: n for n in topology(scene_of(log.envs)).nodes}
+    assert "vpc:a" not in g and "subnet:a/web" not in g and g["vpc:b"].status == "ok"
+
+
+def test_a_pending_command_marks_what_it_changes_until_its_outcome():
+    log = Log()
+    log.command("create-vpc", name="a", cidr="10.0.0.0/16")
+    cid = log.command("add-subnet", "pending", vpc="a", name="web", cidr="10.0.1.0/24")
+    g = {n.id: n for n in topology(scene_of(log.envs)).nodes}
+    assert g["subnet:a/web"].status == "pending" and g["vpc:a"].status == "ok"
+    assert g["subnet:a/web"].notes[0].text == "pending: add-subnet"
+    log.applied(cid)
+    g = {n.id: n for n in topology(scene_of(log.envs)).nodes}
+    assert g["subnet:a/web"].status == "ok" and g["subnet:a/web"].notes == ()
+
+
+def test_a_failure_and_a_drift_repair_are_shown_on_what_they_concern_until_a_change_applies():
+    log = Log()
+    log.command("create-vpc", name="a", cidr="10.0.0.0/16")
+    log.command("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24")
+    log.command("add-subnet", vpc="a", name="db", cidr="10.0.2.0/24")
+    log.command("deploy-app", "failed", vpc="a", subnet="web", port=8000)
+    log.event(DriftRepaired(vpcs=("a",), steps=("create app 8000 in a-db", "create veth vs-1 in vpcq_a")))
+    g = {n.id: n for n in topology(scene_of(log.envs)).nodes}
+    assert g["subnet:a/web"].lines[2].startswith("no app")  # the failed change was restored away
+    vpc_notes = [(x.kind, x.text) for x in g["vpc:a"].notes]
+    assert ("failed", "last change failed: boom") in vpc_notes
+    assert ("drift", "drift repaired at 00:00:00: 1 step") in vpc_notes  # the router's step
+    assert [x.lines for x in g["subnet:a/db"].notes] == [("create app 8000 in a-db",)]
+    assert g["subnet:a/web"].notes == ()
+    log.command("deploy-app", vpc="a", subnet="db", port=9000)
+    g = {n.id: n for n in topology(scene_of(log.envs)).nodes}
+    assert g["vpc:a"].notes == () and g["subnet:a/db"].notes == ()
+
+
+def test_what_changed_between_two_pictures():
+    log = Log()
+    log.command("create-vpc", name="a", cidr="10.0.0.0/16")
+    log.command("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24")
+    log.command("create-vpc", name="gone", cidr="10.9.0.0/16")
+    then = topology(scene_of(log.envs))
+    log.command("deploy-app", vpc="a", subnet="web", port=8000)
+    log.command("add-subnet", vpc="a", name="db", cidr="10.0.2.0/24")
+    log.command("delete-vpc", name="gone")
+    now = topology(scene_of(log.envs))
+    got = {(c.op, c.id): c.details for c in changes(then, now)}
+    assert got == {
+        ("changed", "subnet:a/web"): ("app: none → :8000",),
+        ("added", "subnet:a/db"): (),
+        ("removed", "vpc:gone"): (),
+    }
+    assert changes(now, now) == []
+
+
+# ---- layout and exports --------------------------------------------------------------------------
+
+
+def _scenario() -> Log:
+    log = Log()
+    log.command("create-vpc", name="a", cidr="10.0.0.0/16")
+    log.command("add-subnet", vpc="a", name="web", cidr="10.0.1.0/24", type="public")
+    log.command("add-subnet", vpc="a", name="db", cidr="10.0.2.0/24")
+    log.command("create-vpc", name="b", cidr="10.1.0.0/16")
+    log.command("add-subnet", vpc="b", name="app", cidr="10.1.1.0/24", type="public")
+    log.command("peer-vpcs", a="a", b="b")
+    log.command("deploy-app", "failed", vpc="b", subnet="app", port=8000)
+    return log
+
+
+def _reason(log: Log, text: str) -> None:
+    """A failure whose reason holds markup and quotes (the log is not trusted)."""
+    cid = log.command("deploy-app", "pending", vpc="a", subnet="web", port=9000)
+    log.failed(cid, text)
+
+
+HOSTILE = '<script>alert("x")</script> & "quotes" \\N #35; |pipe| `tick` ]]> {x}'
+
+
+def test_the_browser_gets_every_bend_of_every_edge_back_from_cytoscapes_terms():
+    """cytoscape places a segment point at S + w (T - S) + d n, n the unit normal (-dy, dx)
+    of the line between the two nodes' centres (edge-distances: node-position), and starts
+    and ends the edge at the given endpoints: each edge's points come back exactly."""
+    d = draw(topology(scene_of(_scenario().envs)))
+    els = {e["data"]["id"]: e for e in export.elements(d)}
+    boxes = {n.node.id: n.box for n in d.nodes}
+    assert {e.edge.kind for e in d.edges} == {"egress", "uplink", "attach", "peering"}
+    for de in d.edges:
+        data = els[de.edge.id]["data"]
+        s, t = boxes[de.edge.source], boxes[de.edge.target]
+        sx, sy = (float(v.removesuffix("px")) for v in data["sep"].split())
+        tx, ty = (float(v.removesuffix("px")) for v in data["tep"].split())
+        pts = [(s.x + sx, s.y + sy)]
+        if data["curve"] == "segments":
+            dx, dy = t.x - s.x, t.y - s.y
+            length = (dx * dx + dy * dy) ** 0.5
+            for w, dist in zip(map(float, data["pw"].split()), map(float, data["pd"].split()), strict=True):
+                pts.append((s.x + w * dx - dy / length * dist, s.y + w * dy + dx / length * dist))
+        pts.append((t.x + tx, t.y + ty))
+        assert len(pts) == len(de.points)
+        for got, want in zip(pts, de.points, strict=True):
+            assert abs(got[0] - want[0]) < 0.05 and abs(got[1] - want[1]) < 0.05, (de.edge.id, got, want)
+
+
+def test_the_svg_is_one_well_formed_document_naming_everything_with_the_log_text_escaped():
+    log = _scenario()
+    _reason(log, HOSTILE)
+    d = draw(topology(scene_of(log.envs)))
+    text = export.svg(d)
+    root = ET.fromstring(text)  # well-formed, whatever the log said
+    shown = " ".join(t for t in root.itertext())
+    for title in ("VPC a · 10.0.0.0/16", "VPC b · 10.1.0.0/16", "web", "db", "app", "internet",
+                  "host default", "peered · "):
+        assert title in shown, title
+    assert HOSTILE in shown  # as text: the failure's reason, in the VPC's tooltip
+    assert "<script" not in text and not root.findall(".//{http://www.w3.org/2000/svg}script")
+    # every node is drawn where the layout put it
+    rects = {(r.get("x"), r.get("y")) for r in root.iter("{http://www.w3.org/2000/svg}rect")}
+    for n in d.nodes:
+        if n.look.shape == "round-rectangle":
+            assert (f"{n.box.left:.1f}", f"{n.box.top:.1f}") in rects, n.node.id
+
+
+def test_graphviz_reads_the_dot_text_with_the_log_text_escaped():
+    log = _scenario()
+    _reason(log, HOSTILE)
+    text = export.dot(draw(topology(scene_of(log.envs))))
+    dot = shutil.which("dot")
+    assert dot, "graphviz is installed by ./dev"
+    for engine in (["dot"], ["neato", "-n2"]):  # graphviz's layout, and vpcq's positions
+        p = subprocess.run([shutil.which(engine[0]) or engine[0], *engine[1:], "-Tsvg"], input=text,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        svg = ET.fromstring(p.stdout)
+        shown = " ".join(svg.itertext())
+        assert "router vpcq_a" in shown and "public · 10.0.1.0/24" in shown
+        if engine == ["dot"]:  # it draws the clusters, and their labels: the VPC's failure
+            assert HOSTILE in shown  # exactly what was escaped, back
+    assert 'subgraph "cluster_vpc:a"' in text and 'subgraph "cluster_vpc:b"' in text
+
+
+def test_the_mermaid_text_has_a_subgraph_per_vpc_and_no_raw_specials_in_labels():
+    log = _scenario()
+    _reason(log, HOSTILE)
+    text = export.mermaid(draw(topology(scene_of(log.envs))))
+    lines = text.splitlines()
+    assert lines[0] == "flowchart TB"
+    assert sum(line.strip().startswith("subgraph ") for line in lines) == 2
+    assert sum(line.strip() == "end" for line in lines) == 2
+    for label in re.findall(r'"([^"]*)"', text):  # every label is one quoted run: no raw quote
+        plain = label.replace("<br/>", "")
+        assert not set(plain) & set('<>|`[]{}()'), label
+        assert "#" not in re.sub(r"#\d+;", "", plain), label
+    assert "router_a --- host_default" in text and "router_a ===|" in text
+    assert "#60;script#62;" in text  # the hostile reason, as entity codes
+
+
+def test_a_host_without_a_worker_says_so_and_a_known_count_is_shown():
+    scene = scene_of(_scenario().envs)
+    host = next(n for n in topology(scene, Facts({"default": 0})).nodes if n.kind == "host")
+    assert host.notes[0].text.startswith("no worker is up")
+    host = next(n for n in topology(scene, Facts({"default": 2})).nodes if n.kind == "host")
+    assert host.lines == ("2 workers up",) and host.notes == ()
+    assert next(n for n in topology(scene).nodes if n.kind == "host").lines == ()  # not known
+
+
+def test_columns_are_a_fixed_pitch_apart():
+    d = draw(topology(scene_of(_scenario().envs)))
+    boxes = {n.node.id: n.box for n in d.nodes}
+    assert boxes["vpc:b"].left - boxes["vpc:a"].left == COL
+
+
+# ---- the timeline ------------------------------------------------------------------------------------
+
+
+def test_the_timeline_has_a_command_a_line_with_its_outcome_and_where_its_events_are():
+    log = _scenario()
+    tl = Timeline()
+    for env in log.envs:
+        tl.envelope(env)
+    log.event(DriftRepaired(vpcs=("a",), steps=("x",)))
+    tl.envelope(log.envs[-1])
+    kinds = [(e.kind, e.outcome) for e in tl.entries]
+    assert kinds == [("create-vpc", "applied"), ("add-subnet", "applied"), ("add-subnet", "applied"),
+                     ("create-vpc", "applied"), ("add-subnet", "applied"), ("peer-vpcs", "applied"),
+                     ("deploy-app", "failed"), ("drift-repair", "applied")]
+    failed = tl.entries[6]
+    assert failed.reason == "boom" and failed.what() == "deploy-app b app --port 8000"
+    for e in tl.entries[:-1]:  # its runs are exactly where its events are
+        mine = [env.seq for env in log.envs if env.command_id == e.command_id]
+        assert [s for lo, hi in e.runs for s in range(lo, hi + 1)] == mine
+    assert [e.kind for e in tl.page(vpc="b", limit=3)] == ["deploy-app", "peer-vpcs", "add-subnet"]
+    assert [e.seq for e in tl.page(before=tl.entries[2].seq)] == [tl.entries[1].seq, tl.entries[0].seq]
+    assert tl.vpcs() == ["a", "b"]
+
+
+def test_a_cancelled_command_names_the_failure_it_depended_on():
+    log = Log()
+    log.command("create-vpc", name="a", cidr="10.0.0.0/16")
+    first = log.command("add-subnet", "pending", vpc="a", name="web", cidr="10.0.1.0/24")
+    log.command("deploy-app", "pending", vpc="a", subnet="web")
+    log.failed(first)
+    tl = Timeline()
+    for env in log.envs:
+        tl.envelope(env)
+    assert (tl.entries[2].outcome, tl.entries[2].caused_by) == ("failed", first)
+
+
+def test_a_command_reads_as_it_is_typed():
+    assert command_line("add-subnet", {"vpc": "a", "name": "web", "cidr": "10.0.1.0/24", "type": "public"}) \
+        == "add-subnet a web 10.0.1.0/24 --type public"
+    assert command_line("create-vpc", {"name": "a", "cidr": "10.0.0.0/16", "interface": None,
+                                       "host": "default"}) == "create-vpc a 10.0.0.0/16"
+    assert command_line("apply-firewall", {"vpc": "a", "subnet": "web", "firewall": "<file>",
+                                           "file_subnet": None}) == "apply-firewall a web RULES"
+    assert command_line("rollback", {"vpc": "a", "to_seq": 4}) == "rollback a --to 4"
