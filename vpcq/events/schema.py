@@ -59,6 +59,9 @@ class CommandAccepted(Frozen):
     args: dict[str, str | int | bool | None]
     vpcs: tuple[str, ...]
     events: int  # how many domain events of this command follow it in the same append
+    # the host whose workers apply it, decided with it (None: it touches no VPC, or it was
+    # written before commands named their host; the fold then works it out as decide did)
+    host: str | None = None
 
     def aggregates(self) -> tuple[str, ...]:
         return self.vpcs

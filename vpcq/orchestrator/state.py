@@ -87,6 +87,7 @@ class CommandRecord(NamedTuple):
     time: str = ""
     correlation_id: str = ""
     args: Mapping[str, str | int | bool | None] = MappingProxyType({})  # as CommandAccepted has them
+    host: str = ""  # whose workers apply it, as decided ("": it touches no VPC)
 
 
 def pair(a: str, b: str) -> str:

@@ -53,7 +53,7 @@ class Controller:
                 if repair and self.cache.host_of(vpc) == self.host:
                     await self.repair([vpc])
                 return settled
-            host = self.cache.command_host(pending[0], vpc)
+            host = pending[0].host
             if host != self.host:
                 # its next command is another host's (the VPC is made again there, or still
                 # to be deleted there): that host's workers apply it, and wake this one after
@@ -86,7 +86,7 @@ class Controller:
             return [first]
         group = []
         for c in pending:
-            if c.vpcs != (vpc,) or self.cache.command_host(c, vpc) != self.host:
+            if c.vpcs != (vpc,) or c.host != self.host:
                 break
             group.append(c)
         return group
