@@ -200,11 +200,12 @@ class Reconciler:
 
     # ---- drift -----------------------------------------------------------------------------
 
-    async def drift(self, desired: Views, also: Sequence[Views]) -> list[Step]:
+    async def drift(self, desired: Views, also: Sequence[Views], all_rules: bool = True) -> list[Step]:
         """Every step that would bring the kernel to `desired`; nothing is applied. `also`:
-        other views of the same VPCs, whose objects may be in the kernel too."""
+        other views of the same VPCs, whose objects may be in the kernel too. Without
+        `all_rules`, only the rule tables vpcq fills are read (as a change reads them)."""
         target, scope = await self._scope(desired, also)
-        return diff(target, await self.kernel.observe(scope, target, all_rules=True))
+        return diff(target, await self.kernel.observe(scope, target, all_rules=all_rules))
 
     async def repair(self, desired: Views, also: Sequence[Views], lease: Lease) -> list[Step]:
         """Bring the kernel to `desired` in one converge (so peered routers come up before
