@@ -323,7 +323,7 @@ class Commit(Frozen):
     """
 
     # Stored under one-letter keys: a replay parses every commit's header, and JSON parsing
-    # costs by the byte (the full names were 13% of the bytes of a 100k-event log).
+    # costs by the byte (the full names would be repeated in every commit).
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     seq: int = Field(0, alias="s")  # the first event's sequence number

@@ -183,8 +183,8 @@ def _next_linknet(state: State) -> ipaddress.IPv4Network:
     """The next /30 link-net for an uplink or a peering.
 
     Every link-net ever allocated lies below the state's high-water mark, so the mark itself
-    is free until the pool wraps around: no scan of every VPC and peering (that scan was most
-    of a create-vpc decision on a log of 2,000 VPCs).
+    is free until the pool wraps around: no scan of every VPC and peering, whose cost would
+    grow with the log.
     """
     if state.linknet_hwm < naming.LINKNET_SLOTS:
         return naming.linknet_at(state.linknet_hwm)

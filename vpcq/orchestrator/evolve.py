@@ -134,8 +134,8 @@ class Folder:
 
     def _finished(self, command_id: str) -> None:
         """A finished command leaves the state, which holds the work still to do, not every
-        command ever given: that grew with the log (4 MB of snapshot, and 0.2 s of every CLI
-        call, at 32k commands). `vpcq status` finds a finished one in the log. A duplicate
+        command ever given (which would grow with the log, and every snapshot and CLI call
+        with it). `vpcq status` finds a finished one in the log. A duplicate
         outcome (a job may run twice) finds nothing to remove."""
         if self.commands.pop(command_id, None) is not None:
             self.pending.pop(command_id, None)

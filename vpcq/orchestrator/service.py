@@ -136,7 +136,7 @@ class Orchestrator:
         for attempt in range(MAX_RETRIES):
             # one Folder for the whole batch: each command is decided on a view of the state
             # plus the commands before it, and folding it costs its own events, not a copy of
-            # every map of the state (a batch of n commands was O(n^2) in copies)
+            # every map of the state (which would make a batch quadratic in its commands)
             folder = Folder(await self.loader.load())
             state = folder.build()
             envelopes: list[Envelope] = []
