@@ -119,7 +119,7 @@ def test_an_observation_of_apps_reads_their_pid_files_off_the_loop(tmp_path: Pat
     """A no-op check of 100 VPCs looks for an app in 500 namespaces: a pid file and /proc
     each, read on a thread, not on the loop that renews the VPC locks."""
     from vpcq.workers.kernel.apps import Apps
-    from vpcq.workers.kernel.kernel import Observation, Scope
+    from vpcq.workers.kernel.driver import Observation, Scope
 
     threads: set[str] = set()
 

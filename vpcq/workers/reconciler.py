@@ -35,7 +35,8 @@ from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
 from vpcq.orchestrator.topology import Rules, Sysctl, Topology, changed_namespaces, narrow, plan
 from vpcq.workers.cache import LogCache
 from vpcq.workers.faults import Fault, Faults
-from vpcq.workers.kernel.kernel import Kernel, Scope
+from vpcq.workers.kernel.driver import Scope
+from vpcq.workers.kernel.kernel import Kernel
 from vpcq.workers.locks import Lease
 
 log = structlog.get_logger("vpcq.reconciler")

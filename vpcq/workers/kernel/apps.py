@@ -17,7 +17,7 @@ from typing import ClassVar
 from vpcq.errors import KernelError
 from vpcq.orchestrator.topology import App
 from vpcq.workers.kernel import netns
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 
 MODULE = "vpcq.workers.appserver"
 MARKER = "vpcq.workers.app"  # in an app's command line: also matches apps started before the rename

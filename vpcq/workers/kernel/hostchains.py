@@ -14,8 +14,8 @@ from vpcq.errors import KernelError
 from vpcq.orchestrator.rules import host_jumps
 from vpcq.orchestrator.topology import HostChain
 from vpcq.workers.kernel import iptables, netns
+from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.hostrules import HostRules
-from vpcq.workers.kernel.kernel import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
 from vpcq.workers.kernel.ruleset import Ruleset
 

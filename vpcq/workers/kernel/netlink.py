@@ -14,20 +14,24 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
-from pyroute2.netlink.rtnl import (
+from vpcq.errors import KernelError
+from vpcq.workers.kernel import netns, wire
+from vpcq.workers.kernel.wire import (
+    IFF_UP,
+    MAIN_TABLE,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    RT_SCOPE_NOWHERE,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWROUTE,
+    RTN_UNICAST,
+    RTPROT_STATIC,
 )
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
-
-from vpcq.errors import KernelError
-from vpcq.workers.kernel import netns, wire
-from vpcq.workers.kernel.wire import MAIN_TABLE, RT_SCOPE_NOWHERE, RTN_UNICAST, RTPROT_STATIC
 
 T = TypeVar("T")
 GONE = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}

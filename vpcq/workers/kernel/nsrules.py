@@ -11,7 +11,7 @@ from vpcq.errors import KernelError
 from vpcq.orchestrator.rules import EMPTY_FILTER
 from vpcq.orchestrator.topology import Rules
 from vpcq.workers.kernel import iptables, netns
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
 
 T = TypeVar("T")
