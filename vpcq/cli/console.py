@@ -1,4 +1,4 @@
-"""`vpcq ui` and `vpcq graph`, the console's commands (docs/console.md).
+"""`vpcq ui` and `vpcq graph`, the console's commands (docs/architecture.md, "The console").
 
 The console is imported only here and only when one of them runs, so `vpcq --help` and every
 other command never load Starlette or uvicorn (an import-linter contract and a test check it).
