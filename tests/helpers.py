@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,11 +189,8 @@ class Console:
         self.printed: list[str] = []
 
     def start(self, timeout: float = 60) -> Console:
-        import re
-        import select
-        import tempfile
-
-        self.err = tempfile.TemporaryFile()  # not a pipe: nobody reads it while it runs
+        # not a pipe: nobody reads it while it runs; read by stderr(), closed with the test
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vpcq.cli.main", "ui", "--listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=self.err, env={**os.environ, **self.env}, cwd=ROOT,

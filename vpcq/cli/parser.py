@@ -181,7 +181,7 @@ def build() -> Parser:
     return p
 
 
-# ---- the console (docs/architecture.md) --------------------------------------------------------------
+# ---- the console (docs/architecture.md) ---------------------------------------------------------
 
 CONSOLE = {"ui", "graph"}
 GRAPH_FORMATS = ("dot", "mermaid", "svg")  # vpcq.console.export.FORMATS, not imported here

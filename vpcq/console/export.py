@@ -157,15 +157,15 @@ def _svg_node(dn: DrawnNode) -> str:
 
 def _svg_edge(de: DrawnEdge) -> str:
     path = "M " + " L ".join(f"{x:.1f} {y:.1f}" for x, y in de.points)
-    return f'<path d="{path}" fill="none" {_stroke(de.look)}><title>{escape(_edge_tooltip(de.edge))}</title></path>'
+    tip = escape(_edge_tooltip(de.edge))
+    return f'<path d="{path}" fill="none" {_stroke(de.look)}><title>{tip}</title></path>'
 
 
 def _svg_text(t: Text) -> str:
     tl = TEXT_LOOKS[t.role]
     anchor = "middle" if t.align == "center" else "start"
-    spans = "".join(
-        f'<tspan x="{t.x:.1f}" y="{t.y + i * LINE:.1f}">{escape(line)}</tspan>' for i, line in enumerate(t.lines)
-    )
+    spans = "".join(f'<tspan x="{t.x:.1f}" y="{t.y + i * LINE:.1f}">{escape(line)}</tspan>'
+                    for i, line in enumerate(t.lines))
     tip = f"<title>{escape(chr(10).join(t.tooltip))}</title>" if t.tooltip else ""
     weight = ' font-weight="bold"' if tl.weight == "bold" else ""
     return (f'<text font-size="{tl.size}" fill="{tl.color}" font-family={quoteattr(FONTS[tl.family])}'

@@ -187,7 +187,8 @@ def _place(n: Node, width: float, hosts: int, rows: int) -> tuple[Box, tuple[Tex
     notes = _note_texts(n.notes)
     if s.band == "internet":
         y = HOST_Y0 - (hosts - 1) * HOST_STEP - HOST_H / 2 - 46
-        return Box(INTERNET_X, y, INTERNET_W, INTERNET_H), (Text(INTERNET_X, y, (n.title,), "title", "center"),)
+        title = Text(INTERNET_X, y, (n.title,), "title", "center")
+        return Box(INTERNET_X, y, INTERNET_W, INTERNET_H), (title,)
     if s.band == "host":
         y = HOST_Y0 - s.column * HOST_STEP
         fit = int((width - 28) / 7)
@@ -202,7 +203,8 @@ def _place(n: Node, width: float, hosts: int, rows: int) -> tuple[Box, tuple[Tex
     if s.band == "vpc":
         h = _vpc_height(rows)
         texts = [Text(left + TEXT_X, VPC_TOP + 17, (_fit(n.title, FIT_WIDE - 2),), "title")]
-        extra: list[tuple[tuple[str, ...], Role, tuple[str, ...]]] = [(n.lines, "body", ())] if n.lines else []
+        extra: list[tuple[tuple[str, ...], Role, tuple[str, ...]]] = (
+            [(n.lines, "body", ())] if n.lines else [])
         y = VPC_TOP + 35
         for lines, role, tip in [*extra, *notes][:2]:  # room for two lines under the title
             texts.append(Text(left + TEXT_X, y, tuple(_fit(x, FIT_WIDE) for x in lines), role, "left", tip))

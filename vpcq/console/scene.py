@@ -111,9 +111,11 @@ class Ghost:
     kind: str
     seq: int
     vpcs: Mapping[str, Vpc] = field(default_factory=_empty)  # whole VPCs
-    subnets: Mapping[tuple[str, str], Subnet] = field(default_factory=_empty)  # (vpc, subnet) from VPCs that stay
+    # (vpc, subnet) -> a subnet deleted from a VPC that stays
+    subnets: Mapping[tuple[str, str], Subnet] = field(default_factory=_empty)
     peerings: Mapping[str, Peering] = field(default_factory=_empty)  # by pair(a, b)
-    apps: Mapping[tuple[str, str], int] = field(default_factory=_empty)  # (vpc, subnet) -> the port of the app it stops
+    # (vpc, subnet) -> the port of the app it stops
+    apps: Mapping[tuple[str, str], int] = field(default_factory=_empty)
 
     def touches(self, vpc: str) -> bool:
         return vpc in self.vpcs or any(v == vpc for v, _s in self.subnets)
@@ -137,8 +139,10 @@ class Places:
 class Scene:
     state: State = INITIAL
     places: Places = field(default_factory=Places)
-    ghosts: Mapping[str, Ghost] = field(default_factory=_empty)  # pending deletions, by command id, in log order
-    changing: Mapping[str, frozenset[str]] = field(default_factory=_empty)  # pending command -> the objects it changes
+    # pending deletions, by command id, in log order
+    ghosts: Mapping[str, Ghost] = field(default_factory=_empty)
+    # pending command -> the objects it changes
+    changing: Mapping[str, frozenset[str]] = field(default_factory=_empty)
     failed: Mapping[str, Mark] = field(default_factory=_empty)  # VPC -> its last failed change
     drift: Mapping[str, Mark] = field(default_factory=_empty)  # VPC -> its last drift repair
     time: str = ""  # when the last event was written

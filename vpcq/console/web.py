@@ -175,7 +175,8 @@ class TokenGate:
         self.app = app
         self.token = token.encode()
         self.cookie = f"vpcq-console-{port}"
-        self.hosts = {f"{h}:{port}".encode() for h in ("127.0.0.1", "localhost", "[::1]")} if loopback else None
+        names = ("127.0.0.1", "localhost", "[::1]")
+        self.hosts = {f"{h}:{port}".encode() for h in names} if loopback else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
