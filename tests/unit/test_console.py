@@ -392,3 +392,21 @@ def test_a_command_reads_as_it_is_typed():
     assert command_line("apply-firewall", {"vpc": "a", "subnet": "web", "firewall": "<file>",
                                            "file_subnet": None}) == "apply-firewall a web RULES"
     assert command_line("rollback", {"vpc": "a", "to_seq": 4}) == "rollback a --to 4"
+
+
+def test_every_file_the_page_loads_is_package_data_so_an_installed_vpcq_serves_it():
+    import tomllib
+    from pathlib import Path
+
+    from vpcq.console import web
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = web.STATIC.parent
+    packaged = {p for g in globs["vpcq.console"] for p in package.glob(g) if p.is_file()}
+    assert {p for p in web.STATIC.rglob("*") if p.is_file()} == packaged  # setuptools' globs
+    page = (web.STATIC / "index.html").read_text()
+    loaded = re.findall(r'(?:src|href)="/static/([^"]+)"', page)
+    assert set(loaded) == {"favicon.svg", "console.css", "cytoscape.min.js", "console.js"}
+    assert all((web.STATIC / f).is_file() for f in loaded)
+    assert (web.STATIC / "cytoscape.LICENSE").read_text().startswith("Copyright (c) 2016-2026, The Cytoscape")
