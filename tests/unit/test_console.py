@@ -370,6 +370,7 @@ def test_the_timeline_has_a_command_a_line_with_its_outcome_and_where_its_events
     assert [e.kind for e in tl.page(vpc="b", limit=3)] == ["deploy-app", "peer-vpcs", "add-subnet"]
     assert [e.seq for e in tl.page(before=tl.entries[2].seq)] == [tl.entries[1].seq, tl.entries[0].seq]
     assert tl.vpcs() == ["a", "b"]
+    assert [e.host for e in tl.entries] == ["default"] * 7 + [None]  # CommandAccepted.host
 
 
 def test_a_cancelled_command_names_the_failure_it_depended_on():

@@ -38,6 +38,7 @@ class Entry:
     outcome_seq: int | None = None
     outcome_time: str | None = None
     caused_by: str | None = None  # a cancelled command: the failed one it depended on
+    host: str | None = None  # the host whose workers apply it (None: it touches no VPC)
     runs: list[list[int]] = field(default_factory=list)  # [first, last] seq of its events
 
     @property
@@ -56,7 +57,7 @@ class Entry:
             "last_seq": self.last_seq, "kind": self.kind, "what": self.what(),
             "vpcs": list(self.vpcs), "actor": self.actor, "time": self.time,
             "outcome": self.outcome, "reason": self.reason, "outcome_seq": self.outcome_seq,
-            "outcome_time": self.outcome_time, "caused_by": self.caused_by,
+            "outcome_time": self.outcome_time, "caused_by": self.caused_by, "host": self.host,
         }  # fmt: skip
 
 
@@ -94,7 +95,7 @@ class Timeline:
         ev = env.event
         if isinstance(ev, CommandAccepted):
             e = Entry(env.command_id, env.command_id, env.seq, ev.kind, dict(ev.args), ev.vpcs,
-                      env.actor, env.time, runs=[[env.seq, env.seq]])
+                      env.actor, env.time, runs=[[env.seq, env.seq]], host=ev.host)
             self._add(e)
             return e
         if isinstance(ev, DriftRepaired):
@@ -156,7 +157,8 @@ def describe(ev: Any) -> str:
     """One line saying what an event of the log means (a command's story, event by event)."""
     t = ev.type
     if t == "CommandAccepted":
-        return f"accepted {ev.kind} on {', '.join(ev.vpcs) or 'no VPC'} ({ev.events} event(s) follow)"
+        on = f", applied on host {ev.host}" if ev.host else ""
+        return f"accepted {ev.kind} on {', '.join(ev.vpcs) or 'no VPC'} ({ev.events} event(s) follow{on})"
     if t == "ChangeApplied":
         return f"applied: the kernel holds it ({ev.steps} step{'s' if ev.steps != 1 else ''})"
     if t == "ChangeFailed":

@@ -159,7 +159,8 @@
     if (!r) return;
     const e = r.entry;
     $('details-title').textContent = e.what;
-    const when = el('div', { class: 'dim' }, `by ${e.actor} at ${e.time.replace('T', ' ').slice(0, 23)} · seq ${e.seq}`);
+    const host = e.host ? ` · host ${e.host}` : '';
+    const when = el('div', { class: 'dim' }, `by ${e.actor} at ${e.time.replace('T', ' ').slice(0, 23)} · seq ${e.seq}${host}`);
     const out = el('div', {}, pill(e.outcome, e.kind), ' ',
       e.outcome_time ? `after ${took(e.time, e.outcome_time)} (seq ${e.outcome_seq})` : 'no outcome yet',
       e.reason ? el('div', { class: 'note failed' }, e.reason) : '');
