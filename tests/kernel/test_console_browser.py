@@ -173,6 +173,7 @@ def test_the_console_shows_the_network_live_and_as_it_was(worker: Net, console: 
                    if e.type == "ChangeApplied" and e.command_id == out["command_id"])
     late = shown_ms / 1000 - datetime.fromisoformat(outcome.time).timestamp()
     assert late < 1.0, f"drawn {late:.3f} s after its outcome"
+    print(f"the new subnet was drawn {late:.3f} s after its outcome")
     assert driver.execute_script("return window.__sameDocument") is True  # no reload
     assert page_state(driver)["updates"] > updates
     row = f"//table[@id='timeline']//td[@class='what' and text()='add-subnet {a} extra 10.0.3.0/24 --type private']"
