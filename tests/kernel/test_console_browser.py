@@ -21,6 +21,7 @@ import pytest
 
 from tests.helpers import ROOT, Console
 from tests.kernel.conftest import Net, wait_until
+from vpcq.testing import probe
 
 pytestmark = pytest.mark.kernel
 
@@ -78,7 +79,8 @@ def drawn(driver: Any) -> dict[str, dict[str, Any]]:
         "const out = {};"
         "window.vpcqConsole.cy.elements('[kind != \"text\"]').forEach((e) => {"
         "  out[e.id()] = {kind: e.data('kind'), status: e.data('status'), mark: e.data('mark') || null,"
-        "                 lines: e.data('lines') || [], title: e.data('title')}; });"
+        "                 lines: e.data('lines') || [], title: e.data('title'),"
+        "                 notes: (e.data('notes') || []).map((n) => [n.kind, n.text, n.lines])}; });"
         "return out;")
 
 
@@ -207,5 +209,17 @@ def test_the_console_shows_the_network_live_and_as_it_was(worker: Net, console: 
     # and back to live, where the new subnet is
     driver.find_element(By.ID, "live-btn").click()
     assert wait_until(lambda: page_state(driver)["live"] and f"subnet:{a}/extra" in drawn(driver), 5)
-    driver.save_screenshot(str(shots / "console-back-live.png"))
+
+    # drift, repaired with the CLI, is shown on the subnet it concerned (and only there)
+    probe.save(f"{a}-web", "iptables", "-F")
+    cli(net, "repair", a)
+    assert wait_until(lambda: drawn(driver)[f"subnet:{a}/web"]["notes"], 3), drawn(driver)[f"subnet:{a}/web"]
+    objects = drawn(driver)
+    ((kind, text, lines),) = objects[f"subnet:{a}/web"]["notes"]
+    assert kind == "drift" and text.startswith("drift repaired at ") and text.endswith(": 1 step")
+    assert lines == [f"update rules in {a}-web"]
+    assert [k for k, o in objects.items() if o["notes"]] == [f"subnet:{a}/web"]
+    assert wait_until(lambda: driver.find_elements(
+        By.XPATH, "//table[@id='timeline']//td[@class='what' and text()='drift repaired: 1 step']"), 3)
+    driver.save_screenshot(str(shots / "console-drift.png"))
     print(f"screenshots in {shots}")
