@@ -90,6 +90,14 @@ def page_state(driver: Any) -> dict[str, Any]:
         "return s ? {live: s.live, seq: s.seq, now: s.now, updates: s.updates} : null;")
 
 
+# the VPCs and subnets drawn (partly) outside the map's visible area
+_OUTSIDE = (
+    "const cy = window.vpcqConsole.cy, w = cy.width(), h = cy.height();"
+    "return cy.nodes('[kind = \"vpc\"], [kind = \"subnet\"]').filter((n) => {"
+    "  const b = n.renderedBoundingBox(); return b.x1 < 0 || b.y1 < 0 || b.x2 > w || b.y2 > h; })"
+    ".map((n) => n.id());")
+
+
 def test_the_console_shows_the_network_live_and_as_it_was(worker: Net, console: Console, browser: Any):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -134,11 +142,7 @@ def test_the_console_shows_the_network_live_and_as_it_was(worker: Net, console: 
         "public · 10.0.1.0/24", "host 10.0.1.1 · gw 10.0.1.254", "app :8000 · fw 2 rules, default allow"]
     assert objects[f"subnet:{a}/db"]["lines"][0] == "private · 10.0.2.0/24"
     assert all(o["status"] == "ok" for o in objects.values()), objects
-    outside = driver.execute_script(
-        "const cy = window.vpcqConsole.cy, w = cy.width(), h = cy.height();"
-        "return cy.nodes('[kind = \"vpc\"], [kind = \"subnet\"]').filter((n) => {"
-        "  const b = n.renderedBoundingBox(); return b.x1 < 0 || b.y1 < 0 || b.x2 > w || b.y2 > h; })"
-        ".map((n) => n.id());")
+    outside = driver.execute_script(_OUTSIDE)
     assert outside == [], outside  # all of it on screen, none scrolled away
     rows = driver.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
     assert len(rows) == 8 and rows[-1].text.split()[3:5] == ["create-vpc", a]
@@ -209,6 +213,10 @@ def test_the_console_shows_the_network_live_and_as_it_was(worker: Net, console: 
     # and back to live, where the new subnet is
     driver.find_element(By.ID, "live-btn").click()
     assert wait_until(lambda: page_state(driver)["live"] and f"subnet:{a}/extra" in drawn(driver), 5)
+    driver.execute_script("window.vpcqConsole.cy.zoom(2.5)")  # as a user zooms in
+    assert driver.execute_script(_OUTSIDE) != []
+    driver.find_element(By.ID, "fit-btn").click()
+    assert driver.execute_script(_OUTSIDE) == []
 
     # drift, repaired with the CLI, is shown on the subnet it concerned (and only there)
     probe.save(f"{a}-web", "iptables", "-F")

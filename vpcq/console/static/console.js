@@ -296,6 +296,8 @@
   });
   $('seq-input').addEventListener('change', (ev) => travel(ev.target.value));
   $('live-btn').addEventListener('click', () => live());
+  // nothing moves when the network grows, so what is new may be out of view until asked
+  $('fit-btn').addEventListener('click', () => cy.fit(undefined, 30));
 
   function banner(text, bad) {
     const b = $('banner');
