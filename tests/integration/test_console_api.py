@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.exceptions import NoPermissionError
 
 from tests.helpers import Client, Console, run_cli
 from vpcq.events.commands import parse_command
@@ -282,3 +283,68 @@ def test_ui_says_in_one_line_what_is_wrong_with_where_it_should_listen(env):
         p = run_cli(["ui", "--listen", f"127.0.0.1:{port}"], env)
     assert p.returncode == 3, p.stderr
     assert p.stderr.strip() == f"vpcq: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+@pytest.fixture
+def read_only(redis_url: str) -> Iterator[str]:
+    """The session's Redis through an ACL user that may only read (streams, hashes, the
+    workers' channel counts) and never write; dropped at the end."""
+    user = f"console-{os.getpid()}"
+    _admin(redis_url, "ACL", "SETUSER", user, "on", ">ro-secret", "~*", "&*",
+           "-@all", "+@read", "+@connection", "+pubsub|numsub")
+    try:
+        yield redis_url.replace("unix://", f"unix://{user}:ro-secret@", 1)
+    finally:
+        _admin(redis_url, "ACL", "DELUSER", user)
+
+
+def test_the_console_only_reads(redis_url: str, read_only: str, home):
+    """`vpcq ui` and `vpcq graph` work with a Redis user that may not write anything."""
+    submit(redis_url, *A)
+    (pending,) = submit(redis_url, {"kind": "delete-subnet", "vpc": "a", "name": "web"}, outcome=None)
+    env = {"VPCQ_REDIS_URL": read_only, "VPCQ_HOME": str(home)}
+    c = Console(env).start()
+    try:
+        with authed(c) as h:
+            for path in ["/", "/api/graph", "/api/graph?seq=2", "/api/timeline", "/api/export/svg",
+                         f"/api/command/{pending.command_id}", "/static/console.js"]:
+                assert h.get(path).status_code == 200, path
+
+        async def stream() -> None:
+            events = _events(c)
+            assert (await anext(events))[0] == "hello"
+            await asyncio.to_thread(submit, redis_url, {"kind": "create-vpc", "name": "b",
+                                                        "cidr": "10.1.0.0/16"})
+            async for event, data in events:
+                if event == "update" and "vpc:b" in {e["data"]["id"] for e in data["add"]}:
+                    await events.aclose()
+                    return
+            raise AssertionError("the stream ended")
+
+        asyncio.run(asyncio.wait_for(stream(), 10))  # the log followed, as that user
+        with authed(c) as h:  # and the observed facts read
+            assert h.get("/api/graph").json()["status"] == {"log": "ok", "facts": "ok"}
+        assert f"user={user_of(read_only)} " in _admin(redis_url, "CLIENT", "LIST")
+        assert run_cli(["graph", "--format", "svg"], env).returncode == 0
+    finally:
+        assert c.stop() == 0, c.stderr()
+    # and that user really may not write
+    with pytest.raises(NoPermissionError, match=r"no permissions to run the 'set' command"):
+        asyncio.run(_as(read_only, "SET", "x", "1"))
+
+
+def user_of(url: str) -> str:
+    return url.split("//", 1)[1].split(":", 1)[0]
+
+
+async def _as(url: str, *args: str) -> Any:
+    r = await connect(url)
+    try:
+        return await r.execute_command(*args)
+    finally:
+        await r.aclose()
+
+
+def _admin(url: str, *args: str) -> str:
+    out = asyncio.run(_as(url, *args))
+    return out.decode() if isinstance(out, bytes) else str(out)
