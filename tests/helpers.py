@@ -180,8 +180,9 @@ def run_cli(args: Sequence[str], env: dict[str, str], stdin: str | None = None,
 class Console:
     """`vpcq ui` as a user runs it (the real command), on a free loopback port."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], listen: str = "127.0.0.1:0") -> None:
         self.env = env
+        self.listen = listen
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""  # with the token, as printed
         self.base = ""  # http://127.0.0.1:PORT
@@ -192,7 +193,7 @@ class Console:
         # not a pipe: nobody reads it while it runs; read by stderr(), closed with the test
         self.err = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vpcq.cli.main", "ui", "--listen", "127.0.0.1:0"],
+            [sys.executable, "-m", "vpcq.cli.main", "ui", "--listen", self.listen],
             stdout=subprocess.PIPE, stderr=self.err, env={**os.environ, **self.env}, cwd=ROOT,
         )  # fmt: skip
         assert self.proc.stdout is not None

@@ -272,6 +272,24 @@ def test_the_other_commands_never_load_starlette_or_uvicorn(env, redis_url: str)
     assert p.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_beyond_loopback_it_says_so_and_still_wants_the_token(env, redis_url: str):
+    submit(redis_url, *A)
+    c = Console(env, listen="0.0.0.0:0").start()
+    try:
+        port = c.base.rsplit(":", 1)[1]
+        with httpx.Client(base_url=c.base, timeout=10) as h:
+            # any Host name reaches it now (it is meant to be reached by other names)...
+            r = h.get("/api/graph", headers={"Host": f"console.example:{port}",
+                                             "Authorization": f"Bearer {c.token}"})
+            assert r.status_code == 200
+            # ...and nothing without the token
+            assert h.get("/api/graph", headers={"Host": f"console.example:{port}"}).status_code == 403
+    finally:
+        assert c.stop() == 0, c.stderr()
+    assert (f"vpcq ui: listening on 0.0.0.0:{port}, beyond this machine, over plain HTTP"
+            in c.stderr()), c.stderr()
+
+
 def test_ui_says_in_one_line_what_is_wrong_with_where_it_should_listen(env):
     p = run_cli(["ui", "--listen", "nowhere"], env)
     assert p.returncode == 2 and p.stderr.strip() == (
