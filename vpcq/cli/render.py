@@ -10,8 +10,7 @@ from typing import Any
 from vpcq.config import DEFAULT_HOST
 from vpcq.events.observed import Deleting
 from vpcq.events.schema import Envelope
-from vpcq.orchestrator.decide import is_deletion
-from vpcq.orchestrator.state import CommandRecord, State, Vpc
+from vpcq.orchestrator.state import CommandRecord, State, Vpc, is_deletion
 
 
 def progress_json(p: Deleting | None) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 
 from vpcq import config
 from vpcq.errors import KernelError, LockLost
-from vpcq.events.connection import connect, job_dumps, job_loads
-from vpcq.events.jobs import APPLY, LEGACY, JobQueue, wake_channel
+from vpcq.events.connection import connect
+from vpcq.events.jobs import APPLY, LEGACY, JobQueue, job_dumps, job_loads, wake_channel
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.state import State
 from vpcq.workers.controller import Controller, NotReady

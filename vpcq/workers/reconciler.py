@@ -27,11 +27,10 @@ from vpcq.errors import ConcurrencyError, KernelError, LockLost, VpcqError
 from vpcq.events.observed import Observed
 from vpcq.events.schema import ChangeApplied, DriftRepaired, Envelope
 from vpcq.events.store import EventStore
-from vpcq.orchestrator.decide import is_deletion
 from vpcq.orchestrator.diff import Step, diff, fuse
 from vpcq.orchestrator.failure import fail
 from vpcq.orchestrator.service import utc_now
-from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
+from vpcq.orchestrator.state import CommandRecord, State, VpcView, is_deletion, view_of
 from vpcq.orchestrator.topology import Rules, Sysctl, Topology, changed_namespaces, narrow, plan
 from vpcq.workers.cache import LogCache
 from vpcq.workers.faults import Fault, Faults
