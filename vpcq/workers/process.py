@@ -72,7 +72,8 @@ async def apply(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
 
 def build_controller(redis: Any, name: str) -> Controller:
     store = EventStore(redis, config.KEY_PREFIX)
-    kernel = Kernel(config.paths().apps, config.paths().run / "host-rules.lock")
+    run = config.paths().run
+    kernel = Kernel(config.paths().apps, run / "host-rules.lock", run / "rules")
     return Controller(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name,
                       config.host_id(), Faults.from_env())
 
