@@ -231,7 +231,9 @@ class Reconciler:
     async def _scope(self, desired: Views, also: Sequence[Views]) -> tuple[Topology, Scope]:
         inet = await self.internet_if()
         target = plan(desired, inet)
-        return target, Scope.of(target, *(plan(v, inet) for v in also))
+        # the other views are most often the desired one again (a VPC as it is now, and as it
+        # last existed, when nothing is pending): planned once, not once per view
+        return target, Scope.of(target, *(target if v == desired else plan(v, inet) for v in also))
 
     # ---- steps -----------------------------------------------------------------------------
 
