@@ -188,7 +188,7 @@ class Host:
         return [x for x in netns.list_names() if x.startswith((PREFIX, f"vpcq_{PREFIX}"))]
 
 
-def host_phases(png: Path | None, rounds: int) -> None:
+def host_phases(png: Path | None, rounds: int, before: str | None) -> None:
     h = Host()
     if h.ours():
         raise SystemExit(f"refusing to run: namespaces {h.ours()[:3]} already exist")
@@ -210,7 +210,7 @@ def host_phases(png: Path | None, rounds: int) -> None:
             if level == 0:
                 rebuild(h, levels[0], baseline)
             if level == 1000:
-                drift_and_repair(h, rounds)
+                drift_and_repair(h, rounds, before)
         if png is not None:
             draw(png, levels)
     finally:
@@ -234,14 +234,18 @@ def rebuild(h: Host, create_ms: float, baseline: set[str]) -> None:
     h.vpcq("up", "--workers", "2")
 
 
-def drift_and_repair(h: Host, rounds: int) -> None:
-    """`vpcq drift` and a no-op `vpcq repair` on the whole host, beside `vpcq --help`."""
+def drift_and_repair(h: Host, rounds: int, before: str | None) -> None:
+    """`vpcq drift` and a no-op `vpcq repair` on the whole host, beside `vpcq --help` (and
+    `before`'s, in the same rounds)."""
     time.sleep(2)
-    times: dict[str, list[float]] = {"vpcq --help": [], "vpcq drift": [], "vpcq repair (no-op)": []}
+    runs = {"vpcq --help": [VPCQ, "--help"], "vpcq drift": [VPCQ, "drift"],
+            "vpcq repair (no-op)": [VPCQ, "repair"]}
+    if before:
+        runs |= {"before: vpcq drift": [before, "drift"], "before: vpcq repair (no-op)": [before, "repair"]}
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(rounds):
-        times["vpcq --help"].append(h.vpcq("--help"))
-        times["vpcq drift"].append(h.vpcq("drift"))
-        times["vpcq repair (no-op)"].append(h.vpcq("repair"))
+        for k, argv in runs.items():
+            times[k].append(timed(argv, h.env))
     help_ = median(times["vpcq --help"])
     for k, v in times.items():
         if k != "vpcq --help":
@@ -286,7 +290,7 @@ def main() -> int:
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")
     report_client(client_overhead(args.rounds, args.before))
     if not args.client_only:
-        host_phases(None if args.no_png else args.png, max(3, args.rounds // 2))
+        host_phases(None if args.no_png else args.png, max(3, args.rounds // 2), args.before)
     return 0
 
 
