@@ -19,19 +19,30 @@ from vpcq.workers.kernel.kernel import Kernel
 pytestmark = pytest.mark.kernel
 
 
-def test_rules_are_read_again_only_after_a_change(net: Net, monkeypatch: pytest.MonkeyPatch):
-    net.start_worker()
-    a, _b = two_vpcs(net, {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web",
-                           "firewall": FIREWALL})
-    ns = f"{a}-web"
-    saves: list[str] = []
+@pytest.fixture
+def saves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The namespaces whose rules are read with iptables-save from now on, in order."""
+    out: list[str] = []
     real_save = iptables.save_here
 
     def counting_save(where: str = "host") -> str:
-        saves.append(where)
+        out.append(where)
         return real_save(where)
 
     monkeypatch.setattr(iptables, "save_here", counting_save)
+    return out
+
+
+def _firewalled(net: Net) -> str:
+    net.start_worker()
+    a, _b = two_vpcs(net, {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web",
+                           "firewall": FIREWALL})
+    return a
+
+
+def test_rules_are_read_again_only_after_a_change(net: Net, saves: list[str]):
+    ns = f"{_firewalled(net)}-web"
+    saves.clear()
     kernel = Kernel(net.home / "apps", net.home / "run" / "host-rules.lock")
 
     def rules() -> str:
@@ -79,21 +90,12 @@ def test_host_rules_are_read_once_not_once_per_change(net: Net):
 
 
 def test_another_process_reads_only_the_rules_that_changed_since_one_was_read(
-        net: Net, monkeypatch: pytest.MonkeyPatch):
+        net: Net, saves: list[str]):
     """What one process read is kept per namespace for the next (`vpcq drift` after
     `vpcq drift`, a worker just started): read again only once its generation moved."""
-    net.start_worker()
-    a, _b = two_vpcs(net, {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web",
-                           "firewall": FIREWALL})
+    a = _firewalled(net)
     web, router = f"{a}-web", f"vpcq_{a}"
-    saves: list[str] = []
-    real_save = iptables.save_here
-
-    def counting_save(where: str = "host") -> str:
-        saves.append(where)
-        return real_save(where)
-
-    monkeypatch.setattr(iptables, "save_here", counting_save)
+    saves.clear()
     shared = net.home / "rules-read-here"  # not the one the worker keeps its reads in
 
     def rules(*namespaces: str) -> dict[str, str]:
