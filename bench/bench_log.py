@@ -26,7 +26,8 @@ from vpcq.events.schema import ChangeApplied, Envelope
 from vpcq.events.store import PAGE, EventStore, no_gc
 from vpcq.orchestrator.decide import decide
 from vpcq.orchestrator.evolve import Folder, fold, fold_commits
-from vpcq.orchestrator.service import SNAPSHOT_KEY, Orchestrator, StateLoader
+from vpcq.orchestrator.loader import SNAPSHOT_KEY, StateLoader
+from vpcq.orchestrator.service import Orchestrator
 from vpcq.orchestrator.snapshot import dump_state
 from vpcq.orchestrator.state import INITIAL
 

@@ -9,6 +9,7 @@ import pytest
 from tests.helpers import RedisServer
 from tests.unit.core import cmd, envelopes
 from vpcq.errors import ConcurrencyError, DomainError
+from vpcq.events.blocking import BlockingRedis
 from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, ChangeFailed, Envelope, VpcCreated
@@ -23,9 +24,26 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def _store(url):
+@pytest.fixture(params=["asyncio", "blocking"])
+def client(request, redis_url):
+    """The store's contract on each client it runs on: redis.asyncio (the workers) and the
+    blocking one (the CLI). Takes the asyncio connection, gives what the store is to use."""
+    opened = []
+
+    def on(r):
+        if request.param == "asyncio":
+            return r
+        opened.append(BlockingRedis.connect(redis_url))
+        return opened[-1]
+
+    yield on
+    for b in opened:
+        b.sock.close()
+
+
+async def _store(url, on=lambda r: r):
     r = await connect(url)
-    return r, EventStore(r)
+    return r, EventStore(on(r))
 
 
 def test_append_read_and_follow(redis_url):
@@ -54,9 +72,9 @@ def test_append_read_and_follow(redis_url):
     run(go())
 
 
-def test_append_at_a_stale_version_raises_and_appends_nothing(redis_url):
+def test_append_at_a_stale_version_raises_and_appends_nothing(redis_url, client):
     async def go():
-        r, store = await _store(redis_url)
+        r, store = await _store(redis_url, client)
         envs = envelopes(INITIAL, decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), INITIAL), "c")
         await store.append(envs, expected_version=0)
         with pytest.raises(ConcurrencyError) as e:
@@ -68,9 +86,9 @@ def test_append_at_a_stale_version_raises_and_appends_nothing(redis_url):
     run(go())
 
 
-def test_reading_pages_through_a_long_log(redis_url):
+def test_reading_pages_through_a_long_log(redis_url, client):
     async def go():
-        r, store = await _store(redis_url)
+        r, store = await _store(redis_url, client)
         envs = envelopes(INITIAL, decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), INITIAL), "c")
         batch = []
         for i in range(6000):
@@ -140,10 +158,10 @@ def test_submit_enqueues_an_apply_job_per_vpc(redis_url):
     assert run(go()) == [b"apply:a:2"]
 
 
-def test_a_batch_is_validated_whole_and_appended_atomically(redis_url):
+def test_a_batch_is_validated_whole_and_appended_atomically(redis_url, client):
     async def go():
-        r, store = await _store(redis_url)
-        orch = Orchestrator(r, store, JobQueue(r), "t@h")
+        r, store = await _store(redis_url, client)
+        orch = Orchestrator(store.redis, store, JobQueue(store.redis), "t@h")
         with pytest.raises(DomainError) as e:
             await orch.submit_batch([
                 cmd("create-vpc", name="a", cidr="10.0.0.0/16"),
@@ -163,16 +181,16 @@ def test_a_batch_is_validated_whole_and_appended_atomically(redis_url):
 
 
 def test_snapshot_cache_gives_the_same_state_as_a_full_replay(redis_url, monkeypatch):
-    from vpcq.orchestrator import service
+    from vpcq.orchestrator import loader
 
-    monkeypatch.setattr(service, "SNAPSHOT_EVERY", 5)
+    monkeypatch.setattr(loader, "SNAPSHOT_EVERY", 5)
 
     async def go():
         r, store = await _store(redis_url)
         orch = Orchestrator(r, store, JobQueue(r), "t@h")
         for i in range(6):
             await orch.submit(cmd("create-vpc", name=f"v{i}", cidr=f"10.{i}.0.0/16"))
-        assert await r.exists(service.SNAPSHOT_KEY)
+        assert await r.exists(loader.SNAPSHOT_KEY)
         assert not await r.exists("vpcq:snapshot")  # the layout before, removed
         cached = await StateLoader(r, store).load()  # snapshot + tail
         full = await StateLoader(r, store).at(await store.version())
@@ -209,10 +227,10 @@ def test_acknowledged_appends_survive_redis_sigkill(tmp_path):
         server.stop()
 
 
-def test_reads_that_start_or_end_inside_a_commit_get_exactly_the_events_asked(redis_url):
+def test_reads_that_start_or_end_inside_a_commit_get_exactly_the_events_asked(redis_url, client):
     async def go():
-        r, store = await _store(redis_url)
-        orch = Orchestrator(r, store, JobQueue(r), "t@h")
+        r, store = await _store(redis_url, client)
+        orch = Orchestrator(store.redis, store, JobQueue(store.redis), "t@h")
         await orch.submit(cmd("create-vpc", name="a", cidr="10.0.0.0/16"))  # 1-2
         await orch.submit(cmd("create-vpc", name="b", cidr="10.1.0.0/16"))  # 3-4
         await orch.submit(cmd("peer-vpcs", a="a", b="b"))  # 5-6
@@ -285,10 +303,10 @@ def test_a_command_is_found_in_the_log_by_its_id_pending_or_finished(redis_url):
     assert records["db"].actor == "t@h" and records["nope"] is None
 
 
-def test_an_outcome_is_recorded_once_even_when_a_job_reports_twice(redis_url):
+def test_an_outcome_is_recorded_once_even_when_a_job_reports_twice(redis_url, client):
     async def go():
-        r, store = await _store(redis_url)
-        orch = Orchestrator(r, store, JobQueue(r), "t@h")
+        r, store = await _store(redis_url, client)
+        orch = Orchestrator(store.redis, store, JobQueue(store.redis), "t@h")
         sub = await orch.submit(cmd("create-vpc", name="a", cidr="10.0.0.0/16"))
         done = Envelope(command_id=sub.command_id, correlation_id="k", actor="w@h", time="t",
                         event=ChangeApplied(command_id=sub.command_id, vpcs=("a",)))

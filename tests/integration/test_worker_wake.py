@@ -8,8 +8,8 @@ import time
 from arq import Retry
 from arq.worker import func
 
-from vpcq.events.connection import connect, job_dumps, job_loads
-from vpcq.events.jobs import APPLY, JobQueue, wake_channel
+from vpcq.events.connection import connect
+from vpcq.events.jobs import APPLY, JobQueue, job_dumps, job_loads, wake_channel
 from vpcq.workers.process import Worker
 
 

@@ -19,19 +19,30 @@ from vpcq.workers.kernel.kernel import Kernel
 pytestmark = pytest.mark.kernel
 
 
-def test_rules_are_read_again_only_after_a_change(net: Net, monkeypatch: pytest.MonkeyPatch):
-    net.start_worker()
-    a, _b = two_vpcs(net, {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web",
-                           "firewall": FIREWALL})
-    ns = f"{a}-web"
-    saves: list[str] = []
+@pytest.fixture
+def saves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The namespaces whose rules are read with iptables-save from now on, in order."""
+    out: list[str] = []
     real_save = iptables.save_here
 
     def counting_save(where: str = "host") -> str:
-        saves.append(where)
+        out.append(where)
         return real_save(where)
 
     monkeypatch.setattr(iptables, "save_here", counting_save)
+    return out
+
+
+def _firewalled(net: Net) -> str:
+    net.start_worker()
+    a, _b = two_vpcs(net, {"kind": "apply-firewall", "vpc": "<a>", "subnet": "web",
+                           "firewall": FIREWALL})
+    return a
+
+
+def test_rules_are_read_again_only_after_a_change(net: Net, saves: list[str]):
+    ns = f"{_firewalled(net)}-web"
+    saves.clear()
     kernel = Kernel(net.home / "apps", net.home / "run" / "host-rules.lock")
 
     def rules() -> str:
@@ -76,3 +87,35 @@ def test_host_rules_are_read_once_not_once_per_change(net: Net):
         "tables left": 0,
         "host reads only": 1,
     }
+
+
+def test_another_process_reads_only_the_rules_that_changed_since_one_was_read(
+        net: Net, saves: list[str]):
+    """What one process read is kept per namespace for the next (`vpcq drift` after
+    `vpcq drift`, a worker just started): read again only once its generation moved."""
+    a = _firewalled(net)
+    web, router = f"{a}-web", f"vpcq_{a}"
+    saves.clear()
+    shared = net.home / "rules-read-here"  # not the one the worker keeps its reads in
+
+    def rules(*namespaces: str) -> dict[str, str]:
+        kernel = Kernel(net.home / "apps", net.home / "run" / "host-rules.lock", shared)
+        try:
+            scope = Scope(namespaces=frozenset(namespaces), rules_ns=frozenset(namespaces))
+            out = asyncio.run(kernel.observe(scope, {}))
+        finally:
+            kernel.close()
+        return {ns: out[("rules", ns)].text for ns in namespaces}  # type: ignore[attr-defined]
+
+    first = rules(web, router)
+    assert "--dport 8000" in first[web] and sorted(saves) == sorted([web, router])
+    assert sorted(p.name for p in shared.iterdir()) == sorted([router, web])
+    saves.clear()
+    assert rules(web, router) == first and saves == []  # a new Kernel: read from the files
+    subprocess.run(["ip", "netns", "exec", web, "iptables", "-I", "INPUT", "-p", "udp",
+                    "--dport", "9", "-j", "ACCEPT"], check=True)
+    again = rules(web, router)
+    assert "--dport 9" in again[web] and again[router] == first[router] and saves == [web]
+    (shared / router).write_text("not what was read\n")  # a file that is not a kept text
+    saves.clear()
+    assert rules(router) == {router: first[router]} and saves == [router]

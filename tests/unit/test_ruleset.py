@@ -187,3 +187,19 @@ def test_a_setup_declares_the_chains_and_puts_their_jumps_in_the_block_then_a_te
     gone = after.after(after.teardown(["VPCQ-bbbbbb"]))
     assert gone is not None and gone.emptied("VPCQ-OWNED") == ["nat"]
     assert gone.chain("filter", "FORWARD") == rs.chain("filter", "FORWARD")
+
+
+def test_jumps_to_finds_the_rules_of_other_chains_that_jump_to_each_chain():
+    rs = Ruleset.parse(
+        "*filter\n:FORWARD ACCEPT [0:0]\n:VPCQ-A - [0:0]\n:VPCQ-B - [0:0]\n"
+        "-A FORWARD -i vqa -j VPCQ-A\n-A FORWARD -o vqa -j VPCQ-A\n-A FORWARD -j DROP\n"
+        "-A VPCQ-A -j VPCQ-B\n-A VPCQ-B -j ACCEPT\nCOMMIT\n"
+        "*nat\n:POSTROUTING ACCEPT [0:0]\n:VPCQ-A - [0:0]\n-A POSTROUTING -s 10.0.0.0/16 -j VPCQ-A\nCOMMIT\n")
+    assert rs.jumps_to(["VPCQ-A", "VPCQ-C"]) == {
+        "VPCQ-A": {"filter:FORWARD -i vqa -j VPCQ-A", "filter:FORWARD -o vqa -j VPCQ-A",
+                   "nat:POSTROUTING -s 10.0.0.0/16 -j VPCQ-A"},
+        "VPCQ-C": set(),
+    }
+    # asked again, with the chain that jumps among the ones asked: its jump is not counted
+    assert rs.jumps_to(["VPCQ-B"]) == {"VPCQ-B": {"filter:VPCQ-A -j VPCQ-B"}}
+    assert rs.jumps_to(["VPCQ-A", "VPCQ-B"])["VPCQ-B"] == set()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
@@ -13,24 +12,29 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Set
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from arq.connections import ArqRedis
-from redis.exceptions import RedisError
-
-from vpcq import config, logs
-from vpcq.cli import console, embedded, render
+from vpcq import config
+from vpcq.cli import render
 from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words
 from vpcq.errors import ConfigError, DomainError
-from vpcq.events.commands import Command, parse_command, parse_firewall
-from vpcq.events.connection import connect, unreachable
+from vpcq.events.blocking import BlockingRedis, ConnectionLost, ReplyError, drive, unreachable
 from vpcq.events.jobs import JobQueue
 from vpcq.events.observed import Observed
 from vpcq.events.schema import ChangeApplied, ChangeFailed
 from vpcq.events.store import EventStore
-from vpcq.orchestrator.decide import is_deletion
 from vpcq.orchestrator.evolve import command_record
-from vpcq.orchestrator.service import Orchestrator, StateLoader, Submitted
+from vpcq.orchestrator.loader import StateLoader
+from vpcq.orchestrator.state import is_deletion
+
+# What only some commands need is imported by them: `vpcq list` loads no command models, no
+# decide, no asyncio (a read is over in a few milliseconds; imports would take the rest).
+if TYPE_CHECKING:
+    from arq.connections import ArqRedis
+
+    from vpcq.cli import embedded
+    from vpcq.events.commands import Command
+    from vpcq.orchestrator.service import Submitted
 
 
 def actor() -> str:
@@ -42,21 +46,27 @@ def actor() -> str:
 
 
 @asynccontextmanager
-async def _redis() -> AsyncIterator[ArqRedis]:
-    redis = await connect(config.redis_url())
+async def _redis() -> AsyncIterator[BlockingRedis]:
+    redis = BlockingRedis.connect(config.redis_url())
     try:
         yield redis
     finally:
         await redis.aclose()
 
 
-async def run(ns: argparse.Namespace) -> int:
-    """Dispatch a parsed command line; Redis going away or stalling on the way is one line."""
+def run(ns: argparse.Namespace) -> int:
+    """Run a parsed command line; Redis going away or stalling on the way is one line.
+
+    `up` and `down` (they start and watch processes) and the console's `ui` and `graph` (an
+    ASGI server, and the console's reader) run on asyncio; every other command makes a few
+    requests in a row, on the blocking client, without loading asyncio.
+    """
     p = config.paths()
-    logs.configure(p.logs / "vpcq.log" if p.home.exists() else None, verbose=ns.verbose)
+    if ns.cmd in ASYNC_COMMANDS:
+        return _instance(ns, p)
     try:
-        return await _dispatch(ns)
-    except RedisError as e:
+        return drive(_dispatch(ns))
+    except (ConnectionLost, ReplyError) as e:
         raise unreachable(config.redis_url(p), e) from e
 
 
@@ -69,10 +79,6 @@ async def _dispatch(ns: argparse.Namespace) -> int:
         "log": _log,
         "status": _status,
         "replay": _replay,
-        "up": _up,
-        "down": _down,
-        "ui": console.ui,
-        "graph": console.graph,
     }[ns.cmd]
     return await handler(ns)
 
@@ -81,6 +87,8 @@ async def _dispatch(ns: argparse.Namespace) -> int:
 
 
 def _command_from(d: dict[str, Any]) -> Command:
+    from vpcq.events.commands import parse_command, parse_firewall
+
     if d["kind"] == "apply-firewall" and "file" in d:  # else its rules are in d["firewall"]
         path = d.pop("file")
         try:
@@ -189,6 +197,8 @@ def _read(path: str) -> str:
 async def _submit(
     ns: argparse.Namespace, commands: list[Command], places: list[str] | None = None
 ) -> int:
+    from vpcq.orchestrator.service import Orchestrator
+
     async with _redis() as redis:
         store = EventStore(redis, config.KEY_PREFIX)
         queue = JobQueue(redis)
@@ -224,59 +234,48 @@ async def _wait(
     store: EventStore, queue: JobQueue, submitted: list[Submitted], timeout: float,
     progress: bool, deleting: Set[str] = frozenset(),
 ) -> dict[str, ChangeApplied | ChangeFailed]:
+    """Follow the log until every command has its outcome or `timeout` passed; on the way,
+    say at once when no worker of a command's host is up, and how a deletion that has to be
+    tried again stands (what is left, why)."""
     want = {s.command_id for s in submitted}
     outcomes: dict[str, ChangeApplied | ChangeFailed] = {}
     start = time.monotonic()
     tty = progress and sys.stderr.isatty()
-
-    async def no_worker() -> None:
-        """Say so at once when nothing can apply a command: no worker of its host is up."""
-        await asyncio.sleep(min(NO_WORKER_GRACE, timeout))
-        hosts = [s.host for s in submitted if s.command_id not in outcomes and s.host]
-        lead = "\n" if tty else ""  # off the progress bar's line
-        for host, n in (await queue.listening(hosts)).items():
-            if n == 0:
-                start_one = "vpcq up" if host == config.host_id() else f"VPCQ_HOST={host} vpcq worker"
-                print(f"{lead}vpcq: no worker of host {host!r} is up (start one: `{start_one}`); "
-                      f"waiting up to {timeout:.0f} s", file=sys.stderr)
-
-    async def follow() -> None:
-        after = submitted[0].first_seq
-        async for env in store.follow(after, block_ms=200):
-            ev = env.event
-            if isinstance(ev, ChangeApplied | ChangeFailed) and ev.command_id in want:
-                outcomes.setdefault(ev.command_id, ev)
-                if tty:
-                    _progress(outcomes, len(want), time.monotonic() - start)
-                if len(outcomes) == len(want):
-                    return
-
-    async def deletions() -> None:
-        """Say how a deletion that has to be tried again stands (what is left, why)."""
-        said: dict[str, str] = {}
-        observed = Observed(store.redis)
-        while True:
-            await asyncio.sleep(1.0)
-            for cid, p in (await observed.deleting(deleting - outcomes.keys())).items():
-                line = p.describe()
-                if said.get(cid) != line:
-                    said[cid] = line
-                    lead = "\n" if tty else ""
-                    print(f"{lead}vpcq: {cid} {line}; trying again", file=sys.stderr)
-
-    check = asyncio.create_task(no_worker())
-    watch = asyncio.create_task(deletions()) if deleting else None
+    lead = "\n" if tty else ""  # off the progress bar's line
+    observed = Observed(store.redis)
+    said: dict[str, str] = {}
+    hint_at = start + NO_WORKER_GRACE
+    next_look = start + 1.0  # at the deletions' progress
+    arrivals = store.arrivals(submitted[0].first_seq, block_ms=200)
     try:
-        await asyncio.wait_for(follow(), timeout)
-    except TimeoutError:
-        pass
+        async for batch in arrivals:
+            for env in batch:
+                ev = env.event
+                if isinstance(ev, ChangeApplied | ChangeFailed) and ev.command_id in want:
+                    outcomes.setdefault(ev.command_id, ev)
+                    if tty:
+                        _progress(outcomes, len(want), time.monotonic() - start)
+            now = time.monotonic()
+            if len(outcomes) == len(want) or now - start >= timeout:
+                break
+            if now >= hint_at:
+                hint_at = float("inf")
+                hosts = [s.host for s in submitted if s.command_id not in outcomes and s.host]
+                for host, n in (await queue.listening(hosts)).items():
+                    if n == 0:
+                        start_one = ("vpcq up" if host == config.host_id()
+                                     else f"VPCQ_HOST={host} vpcq worker")
+                        print(f"{lead}vpcq: no worker of host {host!r} is up (start one: "
+                              f"`{start_one}`); waiting up to {timeout:.0f} s", file=sys.stderr)
+            if deleting and now >= next_look:
+                next_look = now + 1.0
+                for cid, p in (await observed.deleting(deleting - outcomes.keys())).items():
+                    line = p.describe()
+                    if said.get(cid) != line:
+                        said[cid] = line
+                        print(f"{lead}vpcq: {cid} {line}; trying again", file=sys.stderr)
     finally:
-        check.cancel()
-        if watch is not None:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
-        # only a hint: if it could not be given (Redis went away), follow() has said why
-        await asyncio.gather(check, return_exceptions=True)
+        await arrivals.aclose()
     if tty:
         print(file=sys.stderr)
     return outcomes
@@ -389,7 +388,29 @@ async def _status(ns: argparse.Namespace) -> int:
 # ---- the embedded instance --------------------------------------------------------------------
 
 
+ASYNC_COMMANDS = ("up", "down", "ui", "graph")
+
+
+def _instance(ns: argparse.Namespace, p: config.Paths) -> int:
+    """`vpcq up`, `down`, `ui` and `graph`, on asyncio and redis-py (loaded here only)."""
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    from vpcq import logs
+    from vpcq.cli import console
+
+    handlers = {"up": _up, "down": _down, "ui": console.ui, "graph": console.graph}
+    logs.configure(p.logs / "vpcq.log" if p.home.exists() else None, verbose=ns.verbose)
+    try:
+        return asyncio.run(handlers[ns.cmd](ns))
+    except RedisError as e:
+        raise unreachable(config.redis_url(p), e) from e
+
+
 async def _up(ns: argparse.Namespace) -> int:
+    from vpcq.cli import embedded
+
     p = config.paths()
     files = embedded.Files(p)
     external = "VPCQ_REDIS_URL" in os.environ
@@ -420,6 +441,10 @@ UP_WAIT = 30.0  # how long `vpcq up` waits for the workers to take jobs
 @asynccontextmanager
 async def _reached(external: bool) -> AsyncIterator[ArqRedis]:
     """A connection to Redis, once it answers PING (the embedded one may be starting)."""
+    import asyncio
+
+    from vpcq.events.connection import connect
+
     deadline = time.monotonic() + (0 if external else REDIS_WAIT)
     while True:
         try:
@@ -439,6 +464,10 @@ async def _workers_up(p: config.Paths, files: embedded.Files, queue: JobQueue, w
                       since: float) -> None:
     """Wait until `want` workers of this host take jobs. A worker that exits while it
     starts is an error naming what it said last."""
+    import asyncio
+
+    from vpcq.cli import embedded
+
     host = config.host_id()
     deadline = time.monotonic() + UP_WAIT
     while (await queue.listening([host]))[host] < want:
@@ -455,6 +484,8 @@ async def _workers_up(p: config.Paths, files: embedded.Files, queue: JobQueue, w
 
 
 async def _down(ns: argparse.Namespace) -> int:
+    from vpcq.cli import embedded
+
     stopped = embedded.stop(config.paths())
     print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
     return 0

@@ -38,13 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rest += ["--json"] if ns.json else []
         verbose = ["-v"] if ns.verbose else []
         os.execv(sys.executable, [sys.executable, "-m", "vpcq.workers", *verbose, *rest])
-    import asyncio  # imported late, as the rest, so that `vpcq --help` stays instant
-
-    from vpcq.cli import commands
+    from vpcq.cli import commands  # imported late, so that `vpcq --help` stays instant
     from vpcq.errors import VpcqError
 
     try:
-        return asyncio.run(commands.run(ns))
+        return commands.run(ns)
     except UsageError as e:
         print(f"vpcq: error: {e}", file=sys.stderr)
         return 2

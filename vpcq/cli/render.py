@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -10,8 +9,8 @@ from typing import Any
 from vpcq.config import DEFAULT_HOST
 from vpcq.events.observed import Deleting
 from vpcq.events.schema import Envelope
-from vpcq.orchestrator.decide import is_deletion
-from vpcq.orchestrator.state import CommandRecord, State, Vpc
+from vpcq.orchestrator.naming import overlap
+from vpcq.orchestrator.state import CommandRecord, State, Vpc, is_deletion
 
 
 def progress_json(p: Deleting | None) -> dict[str, Any]:
@@ -104,7 +103,7 @@ def _vpc_lines(state: State, v: Vpc) -> list[str]:
             o.name
             for o in state.vpcs.values()
             if o.name != v.name
-            and ipaddress.IPv4Network(o.cidr).overlaps(ipaddress.IPv4Network(v.cidr))
+            and overlap(o.cidr, v.cidr)
         ]
         out.append(
             f"  ! not reachable from the host: {v.cidr} overlaps "

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from vpcq.errors import DomainError
-from vpcq.events.schema import Firewall, Rule
+from vpcq.events.schema import DEFERRED, Firewall, Rule
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
@@ -54,7 +54,7 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Command(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class CreateVpc(_Command):
@@ -143,7 +143,7 @@ Command: TypeAlias = Annotated[
     Field(discriminator="kind"),
 ]
 
-COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
+COMMAND: TypeAdapter[Command] = TypeAdapter(Command, config=DEFERRED)
 
 
 def parse_command(data: dict[str, Any]) -> Command:
@@ -176,7 +176,7 @@ _KINDS = {
 
 
 class _RuleFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     protocol: Literal["tcp", "udp", "icmp", "all"] = "tcp"
     action: Literal["allow", "deny"]
     port: int | str | None = None
@@ -217,7 +217,7 @@ class _RuleFile(BaseModel):
 
 
 class _FirewallFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     subnet: str | None = None
     ingress: list[_RuleFile] = []
     egress: list[_RuleFile] = []

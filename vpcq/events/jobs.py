@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterable
-
-from arq.connections import ArqRedis
-from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
-from arq.utils import timestamp_ms
+from typing import Any
 
 from vpcq.config import DEFAULT_HOST, queue_of
+from vpcq.events.blocking import Requests
 
 APPLY = "apply"  # the job: apply a VPC's pending commands
+
+# arq's keys and payload, as arq 0.28 writes them (arq.constants, arq.jobs.serialize_job):
+# spelled out so that a CLI that queues jobs needs not import arq, which loads redis-py and
+# asyncio (tests/unit/test_jobs.py checks them against arq's own).
+JOB_KEY_PREFIX = "arq:job:"
+RESULT_KEY_PREFIX = "arq:result:"
+EXPIRES_EXTRA_MS = 86_400_000
+
+
+def job_dumps(obj: Any) -> bytes:
+    """arq job payloads are JSON, not pickles."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def job_loads(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def job_payload(function: str, args: tuple[object, ...], enqueue_time_ms: int) -> bytes:
+    """A job as arq's serialize_job makes it (first try, no keyword arguments), in JSON."""
+    return job_dumps({"t": None, "f": function, "a": args, "k": {}, "et": enqueue_time_ms})
 LEGACY = ("reconcile",)  # its name before: jobs queued by an older vpcq are still taken
 
 # KEYS: the queue, the wake channel, then per job its job key and result key.
@@ -58,7 +78,7 @@ class JobQueue:
     job now instead of at its next poll (the poll stays, as the fallback).
     """
 
-    def __init__(self, redis: ArqRedis) -> None:
+    def __init__(self, redis: Requests) -> None:
         self.redis = redis
         self._enqueue_script = redis.register_script(_ENQUEUE)
 
@@ -93,12 +113,10 @@ class JobQueue:
         return queued
 
     async def _enqueue_on(self, queue: str, jobs: list[tuple[tuple[object, ...], str]]) -> int:
-        now = timestamp_ms()
+        now = round(time.time() * 1000)
         keys = [queue, wake_channel(queue)]
-        args: list[str | int | bytes] = [expires_extra_ms]
+        args: list[str | int | bytes] = [EXPIRES_EXTRA_MS]
         for job_args, job_id in jobs:
-            keys += [job_key_prefix + job_id, result_key_prefix + job_id]
-            payload = serialize_job(APPLY, job_args, {}, None, now,
-                                    serializer=self.redis.job_serializer)
-            args += [job_id, now, payload]
+            keys += [JOB_KEY_PREFIX + job_id, RESULT_KEY_PREFIX + job_id]
+            args += [job_id, now, job_payload(APPLY, job_args, now)]
         return int(await self._enqueue_script(keys=keys, args=args))

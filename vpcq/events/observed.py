@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from vpcq.events.blocking import Requests
 
 KEY = "vpcq:observed"
 LEFT_SHOWN = 20  # lines of what is left that a progress record keeps
@@ -39,7 +39,7 @@ class Deleting:
 class Observed:
     """Reads and writes the observed-state hash."""
 
-    def __init__(self, redis: Redis, key: str = KEY) -> None:
+    def __init__(self, redis: Requests, key: str = KEY) -> None:
         self.redis = redis
         self.key = key
 
@@ -50,20 +50,20 @@ class Observed:
                             "tries": tries, "at": at})
         mapping = {f"deleting:{cid}": value for cid in command_ids}
         if mapping:
-            await self.redis.hset(self.key, mapping=mapping)  # type: ignore[misc]
+            await self.redis.hset(self.key, mapping=mapping)
 
     async def clear_deleting(self, command_ids: Iterable[str]) -> None:
         """Forget the progress of deletions that are done."""
         fields = [f"deleting:{cid}" for cid in command_ids]
         if fields:
-            await self.redis.hdel(self.key, *fields)  # type: ignore[misc]
+            await self.redis.hdel(self.key, *fields)
 
     async def deleting(self, command_ids: Iterable[str]) -> dict[str, Deleting]:
         """The progress of those of these deletions that have had a failed attempt."""
         ids = list(command_ids)
         if not ids:
             return {}
-        raw = await self.redis.hmget(self.key, [f"deleting:{cid}" for cid in ids])  # type: ignore[misc]
+        raw = await self.redis.hmget(self.key, [f"deleting:{cid}" for cid in ids])
         out: dict[str, Deleting] = {}
         for cid, value in zip(ids, raw, strict=True):
             if value is None:

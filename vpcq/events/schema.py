@@ -11,11 +11,16 @@ from typing import Annotated, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+# Validators are built when first used, not when the module is imported: a CLI command
+# validates a few of these types, or none, and building all of them costs it more than its
+# requests to Redis do.
+DEFERRED = ConfigDict(defer_build=True)
+
 
 class Frozen(BaseModel):
     """Base of every stored model: immutable, no unknown fields."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class LinkNet(Frozen):
@@ -264,7 +269,7 @@ Event: TypeAlias = Annotated[
     Field(discriminator="type"),
 ]
 
-EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT: TypeAdapter[Event] = TypeAdapter(Event, config=DEFERRED)
 
 # The schema version of each event type as written today. Older stored versions are
 # upcast on read (see vpcq.events.upcast); a stored event is never edited.
@@ -324,7 +329,7 @@ class Commit(Frozen):
 
     # Stored under one-letter keys: a replay parses every commit's header, and JSON parsing
     # costs by the byte (the full names would be repeated in every commit).
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
     seq: int = Field(0, alias="s")  # the first event's sequence number
     command_id: str = Field(alias="c")

@@ -13,18 +13,16 @@ as one-event commits, so an old log replays unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from vpcq.errors import ConcurrencyError, LockLost
+from vpcq.events.blocking import BlockingRedis, Requests
 from vpcq.events.schema import (
     COMMIT,
     ENVELOPE,
@@ -152,8 +150,10 @@ def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Commit:
 class EventStore:
     """append / read / tail over one Redis stream."""
 
-    def __init__(self, redis: Redis, prefix: str = "vpcq") -> None:
+    def __init__(self, redis: Requests, prefix: str = "vpcq") -> None:
         self.redis = redis
+        # the next page is asked for while this one is decoded, where requests can overlap
+        self._prefetch = not isinstance(redis, BlockingRedis)
         self.stream = f"{prefix}:log"
         self.version_key = f"{prefix}:version"
         self.outcomes_key = f"{prefix}:outcomes"  # command id -> seq of its outcome
@@ -188,7 +188,7 @@ class EventStore:
                 self.indexed_key, *(fence.keys if fence is not None else ())]
         try:
             result = await self._append(keys=keys, args=args)
-        except ResponseError as e:
+        except Exception as e:  # the client's error reply (redis-py's or the blocking one's)
             text = str(e)
             if text.startswith("VERSION_CONFLICT"):
                 actual = int(text.split()[1])
@@ -240,8 +240,8 @@ class EventStore:
 
     async def pages(self, after: int = 0, upto: int | None = None) -> AsyncIterator[list[Commit]]:
         """The commits holding events `after` < seq <= `upto`, clipped to that range, a page
-        at a time. The next page is requested before this one is decoded, so Redis reads
-        while Python decodes.
+        at a time. On an asyncio client the next page is requested before this one is
+        decoded, so Redis reads while Python decodes.
         """
         last = "+" if upto is None else f"{upto}-0"
         if after > 0:  # one round trip: the commit holding event `after`, and the first page
@@ -254,11 +254,13 @@ class EventStore:
                 yield [head]
         else:
             page = await self.redis.xrange(self.stream, "-", last, count=PAGE)
-        more: asyncio.Future[Any] | None = None
+        more: Any = None  # an asyncio.Future: the next page, asked for before this one is decoded
         try:
             while page:
-                if len(page) == PAGE:
-                    start = "(" + page[-1][0].decode()
+                start = "(" + page[-1][0].decode() if len(page) == PAGE else None
+                if start is not None and self._prefetch:
+                    import asyncio  # loaded already: only an asyncio client prefetches
+
                     more = asyncio.ensure_future(self.redis.xrange(self.stream, start, last, count=PAGE))
                     await asyncio.sleep(0)  # let the request go out before decoding
                 commits = [decode_entry(entry_id, fields) for entry_id, fields in page]
@@ -266,25 +268,36 @@ class EventStore:
                     clipped = commits[-1].clip(after, upto)
                     commits[-1:] = [clipped] if clipped is not None else []
                 yield commits
-                page, more = (await more if more is not None else []), None
+                if more is not None:
+                    page, more = await more, None
+                else:
+                    page = await self.redis.xrange(self.stream, start, last, count=PAGE) if start else []
         finally:
             if more is not None:  # the reader stopped early
                 more.cancel()
 
     async def follow(self, after: int, block_ms: int = 1000) -> AsyncIterator[Envelope]:
         """Events after `after`, waiting for new ones; runs until the caller stops."""
+        async for batch in self.arrivals(after, block_ms):
+            for env in batch:
+                yield env
+
+    async def arrivals(self, after: int, block_ms: int = 1000) -> AsyncGenerator[list[Envelope], None]:
+        """The events after `after` as they come, a list per read; an empty list when none
+        came within `block_ms` (a caller that also watches a clock gets its turn)."""
         prev = await self.redis.xrevrange(self.stream, f"{after}-0", "-", count=1) if after > 0 else []
         head = _straddling(prev, after, None)
-        for env in head.envelopes() if head is not None else ():
-            yield env
+        if head is not None:
+            yield head.envelopes()
         last = f"{after}-0"
         while True:
             res = await self.redis.xread({self.stream: last}, count=PAGE, block=block_ms)
+            batch: list[Envelope] = []
             for _stream, entries in res or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
-                    for env in decode_entry(entry_id, fields).envelopes():
-                        yield env
+                    batch += decode_entry(entry_id, fields).envelopes()
+            yield batch
 
 
 def _straddling(prev: list[Any], after: int, upto: int | None) -> Commit | None:

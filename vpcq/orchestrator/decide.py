@@ -41,16 +41,6 @@ from vpcq.orchestrator.state import State, Subnet, Vpc, pair
 
 Decision = list[CommandAccepted | DomainEvent]
 
-# Commands that remove things. A deletion goes forward: it is retried until the kernel holds
-# none of what it removes, never rolled back into re-creating it (AWS's "deleting" state,
-# Kubernetes finalizers), and never cancelled by an earlier change's failure.
-DELETIONS = frozenset({"delete-subnet", "delete-vpc", "unpeer-vpcs", "stop-app", "cleanup"})
-
-
-def is_deletion(kind: str) -> bool:
-    """Whether commands of `kind` remove things (and so go forward, never back)."""
-    return kind in DELETIONS
-
 
 def decide(command: Command, state: State, past: State | None = None) -> Decision:
     """The events that carry out `command` on `state`; raises DomainError to reject it.

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from vpcq.errors import DomainError
 from vpcq.events.commands import parse_command
 from vpcq.events.schema import ChangeFailed, CommandAccepted, CommandRedecided, VpcRestored
-from vpcq.orchestrator.decide import decide, is_deletion
+from vpcq.orchestrator.decide import decide
 from vpcq.orchestrator.evolve import DomainEvent, Folder
 from vpcq.orchestrator.genesis import genesis_of
-from vpcq.orchestrator.state import CommandRecord, State, VpcView
+from vpcq.orchestrator.state import CommandRecord, State, VpcView, is_deletion
 
 ViewAt = Callable[[str, int], VpcView]
 FailureEvent = ChangeFailed | VpcRestored | CommandRedecided | DomainEvent

@@ -11,6 +11,16 @@ from vpcq.events.schema import Firewall, LinkNet
 
 Status = Literal["pending", "applied", "failed"]
 
+# Commands that remove things. A deletion goes forward: it is retried until the kernel holds
+# none of what it removes, never rolled back into re-creating it (AWS's "deleting" state,
+# Kubernetes finalizers), and never cancelled by an earlier change's failure.
+DELETIONS = frozenset({"delete-subnet", "delete-vpc", "unpeer-vpcs", "stop-app", "cleanup"})
+
+
+def is_deletion(kind: str) -> bool:
+    """Whether commands of `kind` remove things (and so go forward, never back)."""
+    return kind in DELETIONS
+
 # The records a replay makes by the ten thousand are NamedTuples, not frozen dataclasses: a
 # frozen dataclass sets each field through object.__setattr__, a call per field where a
 # tuple is built in one. They are as immutable.

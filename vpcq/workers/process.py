@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 
 from vpcq import config
 from vpcq.errors import KernelError, LockLost
-from vpcq.events.connection import connect, job_dumps, job_loads
-from vpcq.events.jobs import APPLY, LEGACY, JobQueue, wake_channel
+from vpcq.events.connection import connect
+from vpcq.events.jobs import APPLY, LEGACY, JobQueue, job_dumps, job_loads, wake_channel
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.state import State
 from vpcq.workers.controller import Controller, NotReady
@@ -72,7 +72,8 @@ async def apply(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
 
 def build_controller(redis: Any, name: str) -> Controller:
     store = EventStore(redis, config.KEY_PREFIX)
-    kernel = Kernel(config.paths().apps, config.paths().run / "host-rules.lock")
+    run = config.paths().run
+    kernel = Kernel(config.paths().apps, run / "host-rules.lock", run / "rules")
     return Controller(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name,
                       config.host_id(), Faults.from_env())
 

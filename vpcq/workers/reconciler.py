@@ -27,11 +27,10 @@ from vpcq.errors import ConcurrencyError, KernelError, LockLost, VpcqError
 from vpcq.events.observed import Observed
 from vpcq.events.schema import ChangeApplied, DriftRepaired, Envelope
 from vpcq.events.store import EventStore
-from vpcq.orchestrator.decide import is_deletion
 from vpcq.orchestrator.diff import Step, diff, fuse
 from vpcq.orchestrator.failure import fail
 from vpcq.orchestrator.service import utc_now
-from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
+from vpcq.orchestrator.state import CommandRecord, State, VpcView, is_deletion, view_of
 from vpcq.orchestrator.topology import Rules, Sysctl, Topology, changed_namespaces, narrow, plan
 from vpcq.workers.cache import LogCache
 from vpcq.workers.faults import Fault, Faults
@@ -232,7 +231,9 @@ class Reconciler:
     async def _scope(self, desired: Views, also: Sequence[Views]) -> tuple[Topology, Scope]:
         inet = await self.internet_if()
         target = plan(desired, inet)
-        return target, Scope.of(target, *(plan(v, inet) for v in also))
+        # the other views are most often the desired one again (a VPC as it is now, and as it
+        # last existed, when nothing is pending): planned once, not once per view
+        return target, Scope.of(target, *(target if v == desired else plan(v, inet) for v in also))
 
     # ---- steps -----------------------------------------------------------------------------
 

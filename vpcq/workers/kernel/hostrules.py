@@ -21,6 +21,7 @@ import os
 import threading
 from pathlib import Path
 
+from vpcq import proc
 from vpcq.workers.kernel import iptables, wire
 from vpcq.workers.kernel.ruleset import Ruleset, transactions
 
@@ -85,21 +86,35 @@ class HostRules:
 
     def _keep(self, key: Key, text: str) -> None:
         self._seen = (key, text)
-        tmp = self.shared.with_name(f".{self.shared.name}.{os.getpid()}.{threading.get_ident()}")
-        try:
-            tmp.write_text(f"{BOOT_ID} {key[0]} {key[1]}\n{text}")
-            os.replace(tmp, self.shared)  # readers see the old file or the new, never half
-        except OSError:
-            tmp.unlink(missing_ok=True)  # only a cache: the next reader reads the table
+        keep(self.shared, key, text)
 
     def _load(self, key: Key) -> str | None:
-        try:
-            head, _, text = self.shared.read_text().partition("\n")
-            boot, cookie, gen = head.split()
-            written = (int(cookie), int(gen))
-        except (OSError, ValueError):
-            return None  # missing, or written by an older vpcq: read the table
-        return text if boot == BOOT_ID != "unknown" and written == key else None
+        return load(self.shared, key)
+
+
+def keep(path: Path, key: Key, text: str) -> None:
+    """Write rules text read at `key` (and in this boot) where other processes find it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        fd = proc.open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{BOOT_ID} {key[0]} {key[1]}\n{text}")
+        os.replace(tmp, path)  # readers see the old file or the new, never half
+    except OSError:
+        tmp.unlink(missing_ok=True)  # only a cache: the next reader reads the table
+
+
+def load(path: Path, key: Key) -> str | None:
+    """What `keep` wrote at `path`, if it was read at `key` in this boot (else None)."""
+    try:
+        fd = proc.open_private(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd) as f:
+            head, _, text = f.read().partition("\n")
+        boot, cookie, gen = head.split()
+        written = (int(cookie), int(gen))
+    except (OSError, ValueError):
+        return None  # missing, or written by an older vpcq: read the table
+    return text if boot == BOOT_ID != "unknown" and written == key else None
 
 
 def key_here() -> Key | None:

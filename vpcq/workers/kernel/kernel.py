@@ -37,10 +37,10 @@ BATCH = 500  # steps carried out together at most
 class Kernel:
     """The only object that reads or changes the kernel: a dispatcher over the drivers."""
 
-    def __init__(self, apps_dir: Path, lock_path: Path) -> None:
+    def __init__(self, apps_dir: Path, lock_path: Path, rules_dir: Path | None = None) -> None:
         self.nl = Netlink()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="vpcq-netlink")
-        self.rules = NamespaceRules(self.nl, self.netlink)
+        self.rules = NamespaceRules(self.nl, self.netlink, rules_dir)
         # in the order they observe: each may use what the ones before it found
         self.netlink_drivers: list[NetlinkDriver] = [
             Namespaces(self.nl, self.rules), Links(self.nl), Addresses(self.nl), Routes(self.nl),

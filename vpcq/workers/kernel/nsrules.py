@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from vpcq.errors import KernelError
 from vpcq.orchestrator.rules import EMPTY_FILTER
 from vpcq.orchestrator.topology import Rules
-from vpcq.workers.kernel import iptables, netns
+from vpcq.workers.kernel import hostrules, iptables, netns
 from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
 
@@ -21,19 +22,36 @@ OnNetlink = Callable[..., Awaitable[Any]]
 class NamespaceRules:
     """Rules. A table is read again only when the namespace's nftables generation (moved by
     any rule change, vpcq's or a hand edit) has moved: a warm no-op change forks no
-    iptables-save."""
+    iptables-save.
+
+    What was read is also kept in a file per namespace under `shared`, with the key it is
+    valid at (the namespace's cookie and generation, and the boot), as the host's rules are
+    (see hostrules): a `vpcq drift` or `vpcq repair` process, and a worker just started,
+    read a table only if it changed since any of this host's processes last read it, not
+    every namespace's (an iptables-save process each) on every run."""
 
     kinds: ClassVar[tuple[type, ...]] = (Rules,)
 
-    def __init__(self, nl: Netlink, netlink: OnNetlink) -> None:
+    def __init__(self, nl: Netlink, netlink: OnNetlink, shared: Path | None = None) -> None:
         self.nl = nl
         self.netlink = netlink  # runs a Netlink call on its thread
+        self.shared = shared  # a directory, or None: nothing kept across processes
         # a namespace -> ((its identity, nft generation), its rules as last read)
         self._seen: dict[str, tuple[tuple[int | None, int], str]] = {}
 
     def forget(self, ns: str) -> None:
         """A namespace made or removed: what was read of an older one of that name goes."""
         self._seen.pop(ns, None)
+        path = self._file(ns)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _file(self, ns: str) -> Path | None:
+        """Where the rules of `ns` are kept: a namespace's name is a file name under
+        /run/netns, and one of another's making could start with a dot."""
+        if self.shared is None or not ns or "/" in ns or ns.startswith("."):
+            return None
+        return self.shared / ns
 
     def close(self) -> None:
         pass
@@ -64,9 +82,20 @@ class NamespaceRules:
         cached = self._seen.get(ns)
         if cached is not None and cached[0] == seen:
             return cached[1]
+        identity = seen[0]
+        path = self._file(ns) if identity is not None else None
+        key = (identity, gen) if identity is not None else None
+        kept = hostrules.load(path, key) if path is not None and key is not None else None
+        if kept is not None:
+            self._seen[ns] = (seen, kept)
+            return kept
         text = await iptables.save(ns) or EMPTY_FILTER
         if await self.netlink(self.nl.generation, ns) == gen:  # nothing changed while it was read
             self._seen[ns] = (seen, text)
+            if path is not None and key is not None:
+                assert self.shared is not None
+                self.shared.mkdir(mode=0o700, exist_ok=True)
+                hostrules.keep(path, key, text)
         return text
 
     def _generation(self, ns: str) -> int | None:

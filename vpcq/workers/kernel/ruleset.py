@@ -39,6 +39,11 @@ class Ruleset:
     """Tables by name, in the order `iptables-save` printed them."""
 
     tables: dict[str, Table] = field(default_factory=dict)
+    # the rules that jump somewhere, by target, made on the first `jumps_to` (the host's
+    # rules grow with its VPCs: a scan of all of them for each VPC's chains made every change
+    # cost as much as the host held); a Ruleset is not changed once parsed (`after` copies)
+    _jumps: dict[str, list[tuple[str, str, str]]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Ruleset:
@@ -70,16 +75,17 @@ class Ruleset:
 
     def jumps_to(self, chains: Collection[str]) -> dict[str, set[str]]:
         """For each chain, the rules of other chains that jump to it, as `table:CHAIN rule`."""
-        out: dict[str, set[str]] = {c: set() for c in chains}
-        for name, t in self.tables.items():
-            for chain, rules in t.rules.items():
-                if chain in out:
-                    continue
-                for rest in rules:
-                    target = _target(rest)
-                    if target in out:
-                        out[target].add(f"{name}:{chain} {rest}")
-        return out
+        if self._jumps is None:
+            self._jumps = {}
+            for name, t in self.tables.items():
+                for chain, rules in t.rules.items():
+                    for rest in rules:
+                        target = _target(rest)
+                        if target:
+                            self._jumps.setdefault(target, []).append((name, chain, rest))
+        wanted = set(chains)
+        return {c: {f"{name}:{chain} {rest}" for name, chain, rest in self._jumps.get(c, ())
+                    if chain not in wanted} for c in chains}
 
     def setup(self, chains: Mapping[str, Mapping[str, Sequence[str]]],
               jumps: Iterable[tuple[str, str, str]], marker: str) -> str:
