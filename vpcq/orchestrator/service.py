@@ -27,8 +27,9 @@ MAX_RETRIES = 200
 SNAPSHOT_EVERY = 2000
 # Versioned: a snapshot of another layout is not read as this one's. 2: the state holds
 # pending commands only (finished ones leave it). 3: a pending command keeps its arguments.
-SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:3"
-OLD_SNAPSHOT_KEYS = (f"{KEY_PREFIX}:snapshot", f"{KEY_PREFIX}:snapshot:2")  # removed on write
+# 4: a VPC has balancers, exposures and a DNS upstream.
+SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:4"
+OLD_SNAPSHOT_KEYS = tuple(f"{KEY_PREFIX}:snapshot{v}" for v in ("", ":2", ":3"))  # removed on write
 
 
 @dataclass(frozen=True)

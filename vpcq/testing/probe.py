@@ -54,6 +54,52 @@ def http(ns: str, ip: str, port: int = 8000, timeout: float = 2.0) -> str | None
         s.close()
 
 
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+def dns(ns: str, server: str, name: str, timeout: float = 2.0) -> tuple[str, list[str]]:
+    """Ask `server` (from inside `ns`) for the A records of `name`: (rcode, addresses);
+    ("TIMEOUT", []) or ("UNREACHABLE", []) when nothing answers. A test's client, so that a
+    test can tell NXDOMAIN from REFUSED from no answer (getent cannot)."""
+    tid = int.from_bytes(os.urandom(2), "big")
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    query = struct.pack("!HHHHHH", tid, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+    s = _sock(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(query, (server, 53))
+        while True:
+            data, _ = s.recvfrom(4096)
+            if data[:2] == query[:2]:
+                break
+    except TimeoutError:
+        return "TIMEOUT", []
+    except OSError:
+        return "UNREACHABLE", []
+    finally:
+        s.close()
+    flags, _qd, an = struct.unpack("!HHH", data[2:8])
+    pos = 12 + len(qname) + 4
+    addrs = []
+    for _ in range(an):
+        while data[pos] and data[pos] < 0xC0:  # the owner name: labels, or a pointer
+            pos += data[pos] + 1
+        pos += 2 if data[pos] >= 0xC0 else 1
+        rtype, _cls, _ttl, size = struct.unpack("!HHIH", data[pos:pos + 10])
+        pos += 10
+        if rtype == 1 and size == 4:
+            addrs.append(socket.inet_ntoa(data[pos:pos + 4]))
+        pos += size
+    return RCODES.get(flags & 0xF, str(flags & 0xF)), addrs
+
+
+def getent(ns: str, name: str) -> str | None:
+    """`ip netns exec NS getent hosts NAME`, as a user types it: the address, or None."""
+    p = subprocess.run(["ip", "netns", "exec", ns, "getent", "hosts", name], capture_output=True,
+                       text=True, timeout=30)
+    return p.stdout.split()[0] if p.returncode == 0 and p.stdout.split() else None
+
+
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"

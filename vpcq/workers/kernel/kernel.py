@@ -12,6 +12,7 @@ apps) wait for processes and are awaited on the event loop, side by side across 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +21,16 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from vpcq.orchestrator.diff import Step
 from vpcq.orchestrator.rules import EMPTY_FILTER
-from vpcq.orchestrator.topology import HostChain, Netns, Resource, Rules, Sysctl, Topology, Veth
+from vpcq.orchestrator.topology import (
+    HostChain,
+    HostPorts,
+    Netns,
+    Resource,
+    Rules,
+    Sysctl,
+    Topology,
+    Veth,
+)
 from vpcq.workers.kernel.netlink import LinkInfo, Netlink
 
 T = TypeVar("T")
@@ -35,6 +45,7 @@ class Scope:
     namespaces: frozenset[str] = frozenset()
     host_links: frozenset[str] = frozenset()
     host_chains: frozenset[str] = frozenset()
+    host_ports: frozenset[str] = frozenset()  # chains of the host's public ports
     rules_ns: frozenset[str] = frozenset()  # namespaces whose rule tables vpcq fills
     sysctls: frozenset[tuple[str | None, str]] = frozenset()
     veths: tuple[Veth, ...] = ()  # every pair planned
@@ -49,6 +60,7 @@ class Scope:
         namespaces: set[str] = set()
         host_links: set[str] = set()
         chains: set[str] = set()
+        ports: set[str] = set()
         rules_ns: set[str] = set()
         sysctls: set[tuple[str | None, str]] = set()
         veths: dict[tuple[object, ...], Veth] = {}
@@ -63,11 +75,13 @@ class Scope:
                                           if ns is None)
                     case HostChain():
                         chains.add(r.chain)
+                    case HostPorts():
+                        ports.add(r.chain)
                     case Rules() if r.text != EMPTY_FILTER:
                         rules_ns.add(r.ns)
                     case Sysctl():
                         sysctls.add((r.ns, r.name))
-        return cls(frozenset(namespaces), frozenset(host_links), frozenset(chains),
+        return cls(frozenset(namespaces), frozenset(host_links), frozenset(chains), frozenset(ports),
                    frozenset(rules_ns), frozenset(sysctls), tuple(veths.values()), frozenset(trusted))
 
 
@@ -146,13 +160,15 @@ class Driver(Protocol):
 class Kernel:
     """The only object that reads or changes the kernel: a dispatcher over the drivers."""
 
-    def __init__(self, apps_dir: Path, lock_path: Path) -> None:
+    def __init__(self, apps_dir: Path, lock_path: Path, dns_dir: Path | None = None) -> None:
         from vpcq.workers.kernel.addresses import Addresses
         from vpcq.workers.kernel.apps import Apps
         from vpcq.workers.kernel.hostchains import HostChains
         from vpcq.workers.kernel.links import Links
         from vpcq.workers.kernel.namespaces import Namespaces
         from vpcq.workers.kernel.nsrules import NamespaceRules
+        from vpcq.workers.kernel.resolvconf import ResolvConfs
+        from vpcq.workers.kernel.resolvers import Resolvers
         from vpcq.workers.kernel.routes import Routes
         from vpcq.workers.kernel.sysctls import Sysctls
 
@@ -166,7 +182,12 @@ class Kernel:
         ]
         self.host_chains = HostChains(self.nl, self.netlink, lock_path)
         self.apps = Apps(apps_dir)
-        self.drivers: list[Driver] = [self.rules, self.host_chains, self.apps]
+        # the resolvers' files live beside the apps' (both under $VPCQ_HOME), made absolute:
+        # dnsmasq starts in /
+        dns_dir = Path(os.path.abspath(dns_dir or apps_dir.with_name("dns")))
+        self.resolvers = Resolvers(dns_dir)
+        self.drivers: list[Driver] = [self.rules, self.host_chains, self.apps, self.resolvers,
+                                      ResolvConfs()]
         self._netlink_kinds: dict[type, NetlinkDriver] = {
             k: d for d in self.netlink_drivers for k in d.kinds}
         self._kinds: dict[type, Driver] = {k: d for d in self.drivers for k in d.kinds}
@@ -236,7 +257,7 @@ class Kernel:
         def joins(s: Step) -> bool:
             if type(r0) in self._netlink_kinds:
                 return type(s.resource) in self._netlink_kinds
-            return isinstance(r0, HostChain) and isinstance(s.resource, HostChain) \
+            return isinstance(r0, HostChain | HostPorts) and isinstance(s.resource, HostChain | HostPorts) \
                 and (s.op == "delete") == delete
 
         j = i + 1

@@ -176,7 +176,7 @@ def _change(rules: list[str], op: str, rest: str) -> bool:
     return True
 
 
-_JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+)$")
+_JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+(?:-dnat)?)$")
 
 
 def jump_inserts(rules: Iterable[str], new: Iterable[str]) -> list[tuple[int, str]]:
