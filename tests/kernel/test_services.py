@@ -4,13 +4,7 @@ DNS server of its own that knows one name)."""
 
 from __future__ import annotations
 
-import collections
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 

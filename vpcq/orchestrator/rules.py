@@ -110,7 +110,8 @@ def _balanced(v: Vpc, lbs: list[Balancer], down: Set[tuple[str, str, str]]
         chains[chain] = rules
     uplink_addr = v.uplink.b_addr
     for e in sorted(v.exposures.values(), key=lambda e: (e.host_port, e.protocol)):
-        match = f"-d {uplink_addr}/32 -i {naming.UPLINK_IF} -p {e.protocol} -m {e.protocol} --dport {e.host_port}"
+        match = (f"-d {uplink_addr}/32 -i {naming.UPLINK_IF} -p {e.protocol} -m {e.protocol} "
+                 f"--dport {e.host_port}")
         if e.balancer:
             pre.append(f"-A PREROUTING {match} -j {balancer_chain(v.balancers[e.target].key)}")
         else:

@@ -108,14 +108,14 @@ class HealthChecker:
             errors.update(await self._check(routers, {k: targets[k] for k in again}))
         now = utc_now()
         health: dict[str, dict[str, dict[str, Health]]] = {}
-        for (vpc, lb, target), error in errors.items():
+        for (vpc, name, target), error in errors.items():
             up = error is None
-            old = self.health.get(vpc, {}).get(lb, {}).get(target)
+            old = self.health.get(vpc, {}).get(name, {}).get(target)
             since = old.since if old is not None and old.up == up else now
             if old is not None and old.up != up:
                 log.info("target " + ("back in rotation" if up else "out of rotation"), vpc=vpc,
-                         balancer=lb, target=target, error=error)
-            health.setdefault(vpc, {}).setdefault(lb, {})[target] = Health(up, since, now, error)
+                         balancer=name, target=target, error=error)
+            health.setdefault(vpc, {}).setdefault(name, {})[target] = Health(up, since, now, error)
         for vpc in sorted(set(self.health) | set(health)):
             await self.observed.set_health(vpc, health.get(vpc, {}))
         self.health = health

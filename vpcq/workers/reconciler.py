@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-
 from pydantic import TypeAdapter, ValidationError
 
 from vpcq.errors import ConcurrencyError, ConfigError, KernelError, LockLost, VpcqError
@@ -47,7 +46,8 @@ from vpcq.orchestrator.topology import (
 )
 from vpcq.workers.cache import LogCache
 from vpcq.workers.faults import Fault, Faults
-from vpcq.workers.kernel.kernel import Kernel, Scope
+from vpcq.workers.kernel.driver import Scope
+from vpcq.workers.kernel.kernel import Kernel
 from vpcq.workers.kernel.resolvers import host_resolver
 from vpcq.workers.locks import Lease
 
@@ -237,11 +237,12 @@ class Reconciler:
 
     # ---- drift -----------------------------------------------------------------------------
 
-    async def drift(self, desired: Views, also: Sequence[Views]) -> list[Step]:
+    async def drift(self, desired: Views, also: Sequence[Views], all_rules: bool = True) -> list[Step]:
         """Every step that would bring the kernel to `desired`; nothing is applied. `also`:
-        other views of the same VPCs, whose objects may be in the kernel too."""
+        other views of the same VPCs, whose objects may be in the kernel too. Without
+        `all_rules`, only the rule tables vpcq fills are read (as a change reads them)."""
         target, scope = await self._scope(desired, also)
-        return diff(target, await self.kernel.observe(scope, target, all_rules=True))
+        return diff(target, await self.kernel.observe(scope, target, all_rules=all_rules))
 
     async def repair(self, desired: Views, also: Sequence[Views], lease: Lease) -> list[Step]:
         """Bring the kernel to `desired` in one converge (so peered routers come up before
@@ -281,7 +282,8 @@ class Reconciler:
             return 0
         inet = await self.internet_if()
         full = self.plan({v.name: view}, inet, await self.facts([v.name]))
-        target = {k: r for k, r in full.items() if isinstance(r, Netns | Rules) and r.ns == v.router_ns}
+        target: Topology = {k: r for k, r in full.items()
+                            if isinstance(r, Netns | Rules) and r.ns == v.router_ns}
         # what else is seen in the router is not this step's to change (nor to remove)
         actual = {k: r for k, r in (await self.kernel.observe(Scope.of(target), target)).items()
                   if k in target}

@@ -15,7 +15,7 @@ from typing import ClassVar
 from vpcq.errors import KernelError
 from vpcq.orchestrator.dns import MARK
 from vpcq.orchestrator.topology import ResolvConf
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 
 ETC_NETNS = Path("/etc/netns")
 FILE = "resolv.conf"

@@ -35,7 +35,7 @@ from vpcq.orchestrator.naming import ROUTER_NS_PREFIX
 from vpcq.orchestrator.topology import Resolver
 from vpcq.proc import ProcId, open_private, signal_process
 from vpcq.workers.kernel import netns
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 
 ROLES = (dns.INTERNAL, dns.PUBLIC)
 STALE = "(running in another namespace)"  # the text of a resolver seen where it is not wanted
