@@ -11,31 +11,10 @@ from typing import Any
 import pytest
 
 from tests.kernel.conftest import Net, wait_until
+from tests.kernel.leftovers import kernel_objects, nothing_left
 from tests.kernel.scenarios import two_vpcs
-from vpcq.testing import probe
-from vpcq.workers.kernel import netns
 
 pytestmark = pytest.mark.kernel
-
-
-def kernel_objects(net: Net) -> dict[str, set[str]]:
-    """Everything vpcq may have made for this test: namespaces, host links, host chains
-    (and the jumps to them), host routes to VPCs, app processes."""
-    links = {ln.split(": ")[1].split("@")[0] for ln in probe.save(net.host, "ip", "-o", "link").splitlines()}
-    rules = {ln for ln in probe.save(net.host, "iptables-save").splitlines() if "VPCQ" in ln}
-    routes = {ln for ln in probe.save(net.host, "ip", "route").splitlines() if " via 100.64." in ln}
-    apps = {p.name for p in (net.home / "apps").glob("*.json")} if (net.home / "apps").exists() else set()
-    return {
-        "namespaces": {n for n in netns.list_names() if net.tok in n} - {net.host, net.internet},
-        "host links": {x for x in links if x.startswith("vq")},
-        "host rules": rules,
-        "host routes": routes,
-        "apps": apps,
-    }
-
-
-def nothing_left(net: Net) -> dict[str, set[str]]:
-    return {k: v for k, v in kernel_objects(net).items() if v}
 
 
 def test_cleanup_of_200_vpcs_x_4_subnets_three_times_leaves_nothing(net: Net):
