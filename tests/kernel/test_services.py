@@ -5,6 +5,7 @@ DNS server of its own that knows one name)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -127,3 +128,121 @@ def netns_file(ns: str):  # type: ignore[no-untyped-def]
     from vpcq.testing.sandbox import ETC_NETNS
 
     return ETC_NETNS / ns / "resolv.conf"
+
+
+# ---- public ports ----------------------------------------------------------------------------
+
+HOST_IP = "198.51.100.2"  # the host's address on the internet side (inet0)
+
+
+def test_a_public_port_from_the_internet_the_host_and_subnets(worker: Net):
+    net = worker
+    a, b, _c = vpcs(net)
+    web, db, app = f"{a}-web", f"{a}-db", f"{b}-app"
+    assert net.vpcq("expose", a, "web", "9000", "--host-port", "8080").returncode == 0
+    with probe.whoami(web, 9000, "web"):
+        # from the internet, with the client's own address as the app sees it
+        assert probe.ask(net.internet, HOST_IP, 8080, source=INTERNET_IP) == f"web {INTERNET_IP}"
+        # from the host itself
+        assert (probe.ask(net.host, HOST_IP, 8080) or "").startswith("web ")
+        # from a subnet of another VPC, and from the exposed subnet itself (hairpin)
+        assert (probe.ask(app, HOST_IP, 8080) or "").startswith("web ")
+        assert (probe.ask(web, HOST_IP, 8080) or "").startswith("web ")
+        # a port not exposed stays closed
+        assert probe.ask(net.internet, HOST_IP, 9000, timeout=0.5) is None
+        # refused at submit, with the reason: a private subnet, a host port taken
+        p = net.vpcq("expose", a, "db", "8000", "--host-port", "8081")
+        assert p.returncode == 2 and "private" in p.stderr and "create-lb" in p.stderr, p.stderr
+        p = net.vpcq("expose", b, "app", "8000", "--host-port", "8080")
+        assert p.returncode == 2 and "8080/tcp is already exposed" in p.stderr, p.stderr
+        listing = json.loads(net.vpcq("list", "--json").stdout)
+        ports = next(v["ports"] for v in listing["vpcs"] if v["name"] == a)
+        assert ports == [{"host_port": 8080, "protocol": "tcp", "target": "web", "kind": "subnet",
+                          "port": 9000}]
+        assert net.vpcq("drift").returncode == 0
+        assert net.vpcq("unexpose", a, "--host-port", "8080").returncode == 0
+        assert probe.ask(net.internet, HOST_IP, 8080, timeout=0.5) is None
+        assert not probe.tcp(db, HOST_IP, 8080, timeout=0.5)
+    # udp too
+    assert net.vpcq("expose", a, "web", "5300", "--protocol", "udp").returncode == 0
+    with probe.udp_echo(web, 5300):
+        assert probe.udp(net.internet, HOST_IP, 5300)
+    assert net.vpcq("delete-subnet", a, "web").returncode == 0  # its public ports go with it
+    assert not [ln for ln in probe.save(net.host, "iptables-save").splitlines() if "5300" in ln]
+
+
+# ---- balancers -------------------------------------------------------------------------------
+
+
+def spread(ns: str, ip: str, port: int, n: int) -> dict[str, int]:
+    """Which target answered each of `n` new connections."""
+    counts: dict[str, int] = {}
+    for _ in range(n):
+        who = (probe.ask(ns, ip, port, timeout=1) or "none").split()[0]
+        counts[who] = counts.get(who, 0) + 1
+    return counts
+
+
+def health_of(net: Net, vpc: str, lb: str) -> dict[str, str]:
+    listing = json.loads(net.vpcq("list", "--json").stdout)
+    v = next(v for v in listing["vpcs"] if v["name"] == vpc)
+    b = next(b for b in v["balancers"] if b["name"] == lb)
+    return {t["subnet"]: t["health"] for t in b["targets"]}
+
+
+def test_a_balancer_spreads_fails_over_and_comes_back(worker: Net):
+    net = worker
+    a, b, _c = vpcs(net, {"kind": "add-subnet", "vpc": net.name("a"), "name": "cache",
+                          "cidr": "10.0.3.0/24"})
+    web, db, cache, app = f"{a}-web", f"{a}-db", f"{a}-cache", f"{b}-app"
+    with probe.whoami(web, 9000, "web"), probe.whoami(db, 9000, "db"):
+        cache_server = probe.whoami(cache, 9001, "cache")
+        cache_server.__enter__()
+        try:
+            # the listen port (80) is not the targets' (9000, 9001)
+            p = net.vpcq("create-lb", a, "lb", "--port", "80", "--target", "web:9000",
+                         "--target", "db:9000", "--target", "cache:9001", "--public", "8088")
+            assert p.returncode == 0, p.stderr
+            addr = probe.getent(web, "lb")
+            assert addr is not None and addr == probe.getent(app, f"lb.{a}.internal")
+            assert wait_until(lambda: health_of(net, a, "lb") == dict.fromkeys(("web", "db", "cache"), "up"), 10)
+            # from a peer: 300 new connections, each target 1/3 within ±20%
+            counts = spread(app, addr, 80, 300)
+            assert set(counts) == {"web", "db", "cache"}, counts
+            assert all(80 <= c <= 120 for c in counts.values()), counts
+            # from a target itself: to the others (the kernel cannot forward it to itself)
+            from_db = spread(db, addr, 80, 30)
+            assert set(from_db) == {"web", "cache"} and all(c == 15 for c in from_db.values()), from_db
+            # from the internet, through its public port, with the client's address kept
+            assert (probe.ask(net.internet, HOST_IP, 8088, source=INTERNET_IP) or "").endswith(INTERNET_IP)
+            # a port it does not balance is refused
+            assert probe.ask(app, addr, 81, timeout=0.5) is None
+        finally:
+            cache_server.__exit__(None, None, None)
+        # one target stops answering: within 5 s no new connection goes to it
+        t0 = time.monotonic()
+        assert wait_until(lambda: set(spread(app, addr, 80, 12)) == {"web", "db"}, 5, 0.1), \
+            spread(app, addr, 80, 12)
+        out = time.monotonic() - t0
+        assert health_of(net, a, "lb")["cache"] == "down"
+        assert "cache:9001 down" in net.vpcq("list").stdout
+        with probe.whoami(cache, 9001, "cache"):
+            t0 = time.monotonic()
+            assert wait_until(lambda: "cache" in spread(app, addr, 80, 12), 5, 0.1)
+            back = time.monotonic() - t0
+            assert health_of(net, a, "lb")["cache"] == "up"
+            # health is observed, not commanded: nothing of it is in the log
+            log = net.vpcq("log").stdout
+            assert "health" not in log.lower() and "ChangeFailed" not in log
+            print(f"out of rotation after {out:.1f} s, back after {back:.1f} s")
+            # new targets: the change is applied, the name stays
+            assert net.vpcq("set-lb-targets", a, "lb", "--target", "cache:9001").returncode == 0
+            assert set(spread(app, addr, 80, 10)) == {"cache"}
+            assert net.vpcq("drift").returncode == 0
+    # a subnet a balancer sends to is not deleted from under it
+    p = net.vpcq("delete-subnet", a, "cache")
+    assert p.returncode == 2 and "target of balancer lb" in p.stderr, p.stderr
+    assert net.vpcq("delete-lb", a, "lb").returncode == 0
+    assert probe.dns(web, "10.0.1.254", f"lb.{a}.internal") == ("NXDOMAIN", [])
+    assert not [ln for ln in probe.save(net.host, "iptables-save").splitlines() if "8088" in ln]
+    assert "VPCQ-LB" not in probe.save(f"vpcq_{a}", "iptables-save")

@@ -89,25 +89,27 @@ def rotation(lb: Balancer, vpc: str, down: Set[tuple[str, str, str]]) -> list[Lb
 def _balanced(v: Vpc, lbs: list[Balancer], down: Set[tuple[str, str, str]]
               ) -> tuple[list[str], list[str], dict[str, list[str]]]:
     """The nat rules of the VPC's balancers and public ports: PREROUTING, POSTROUTING, and
-    each balancer's chain. A balancer's chain sends the n-th new connection of every k to
-    its n-th healthy target (`statistic --mode nth`, counted per rule): an even spread, and
-    conntrack keeps each connection on the target it got."""
+    each balancer's chains (see `_spread`).
+
+    A target that connects to its own balancer is sent to the others: the kernel does not
+    forward a packet whose destination is its source (the router drops the DNATed SYN
+    before FORWARD, whatever the NAT after it), as AWS's balancers with the client's address
+    kept cannot send a target to itself either. It has a chain of its own, the rotation
+    without it, jumped to by its source address; with no other target it reaches none."""
     pre: list[str] = []
-    post: list[str] = []
     chains: dict[str, list[str]] = {}
-    hairpin: set[str] = set()
     for b in lbs:
         chain = balancer_chain(b.key)
         pre.append(f"-A PREROUTING -d {b.address}/32 -p tcp -m tcp --dport {b.port} -j {chain}")
-        targets = rotation(b, v.name, down)
+        targets = [(v.subnets[t.subnet].address, t.port) for t in rotation(b, v.name, down)]
         rules = []
-        for i, t in enumerate(targets):
-            addr = v.subnets[t.subnet].address
-            hairpin.add(addr)
-            nth = (f" -m statistic --mode nth --every {len(targets) - i} --packet 0"
-                   if i < len(targets) - 1 else "")
-            rules.append(f"-A {chain} -p tcp{nth} -j DNAT --to-destination {addr}:{t.port}")
-        chains[chain] = rules
+        addresses = sorted({a for a, _ in targets}, key=ipaddress.IPv4Address)
+        for i, addr in enumerate(addresses):
+            others = [t for t in targets if t[0] != addr]
+            if others:
+                rules.append(f"-A {chain} -s {addr}/32 -j {chain}-{i}")
+                chains[f"{chain}-{i}"] = _spread(f"{chain}-{i}", others)
+        chains[chain] = rules + _spread(chain, targets)
     uplink_addr = v.uplink.b_addr
     for e in sorted(v.exposures.values(), key=lambda e: (e.host_port, e.protocol)):
         match = (f"-d {uplink_addr}/32 -i {naming.UPLINK_IF} -p {e.protocol} -m {e.protocol} "
@@ -117,11 +119,20 @@ def _balanced(v: Vpc, lbs: list[Balancer], down: Set[tuple[str, str, str]]
         else:
             pre.append(f"-A PREROUTING {match} -j DNAT --to-destination "
                        f"{v.subnets[e.target].address}:{e.port}")
-    # a target that connects to its own balancer gets its answer through the router, not
-    # from itself (it would drop a reply from its own address)
-    post += [f"-A POSTROUTING -s {a}/32 -d {a}/32 -m conntrack --ctstate DNAT -j MASQUERADE"
-             for a in sorted(hairpin, key=ipaddress.IPv4Address)]
-    return pre, post, chains
+    return pre, [], chains
+
+
+def _spread(chain: str, targets: list[tuple[str, int]]) -> list[str]:
+    """Rules that send the n-th new connection of every k to the n-th of k targets: rule i
+    takes every (k - i)-th of the connections the rules before it left (`statistic --mode
+    nth`, counted per rule), the last takes the rest. An even spread, and conntrack keeps
+    each connection on the target it got."""
+    out = []
+    for i, (addr, port) in enumerate(targets):
+        nth = (f" -m statistic --mode nth --every {len(targets) - i} --packet 0"
+               if i < len(targets) - 1 else "")
+        out.append(f"-A {chain} -p tcp{nth} -j DNAT --to-destination {addr}:{port}")
+    return out
 
 
 def _resolver_input(view: VpcView) -> list[str]:

@@ -200,6 +200,45 @@ def tcp_listener(ns: str, port: int) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def whoami(ns: str, port: int, name: str) -> Iterator[None]:
+    """A TCP server inside `ns` for the duration of the block that answers every connection
+    with `name` and the address the connection came from, then closes it."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(128)
+
+    def answer(s: socket.socket) -> None:
+        conn, (peer, _) = s.accept()
+        try:
+            conn.sendall(f"{name} {peer}\n".encode())
+        finally:
+            conn.close()
+
+    with _serving(s, answer):
+        yield
+
+
+def ask(ns: str, ip: str, port: int, timeout: float = 2.0, source: str | None = None) -> str | None:
+    """What a TCP server at ip:port says (from `ns`, from address `source` if given) before
+    it closes, or None."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if source is not None:
+            s.bind((source, 0))
+        s.connect((ip, port))
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        return data.decode().strip() or None
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
 def save(ns: str | None, *argv: str) -> str:
     """Command output inside a namespace (iptables-save, nft list ruleset, ...)."""
     cmd = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
