@@ -5,6 +5,8 @@ DNS server of its own that knows one name)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -246,3 +248,47 @@ def test_a_balancer_spreads_fails_over_and_comes_back(worker: Net):
     assert probe.dns(web, "10.0.1.254", f"lb.{a}.internal") == ("NXDOMAIN", [])
     assert not [ln for ln in probe.save(net.host, "iptables-save").splitlines() if "8088" in ln]
     assert "VPCQ-LB" not in probe.save(f"vpcq_{a}", "iptables-save")
+
+
+# ---- everywhere the other objects are ----------------------------------------------------------
+
+
+def test_dns_ports_and_balancers_come_back_after_a_reboot(net: Net):
+    from tests.kernel.test_recovery import reboot
+
+    net.start_worker()
+    a, b, _c = vpcs(net, {"kind": "expose", "vpc": net.name("a"), "target": "web", "port": 9000,
+                          "host_port": 8080},
+                    {"kind": "create-lb", "vpc": net.name("a"), "name": "lb", "port": 80,
+                     "targets": ["web:9000", "db:9000"], "public": 8088})
+    web, db, app = f"{a}-web", f"{a}-db", f"{b}-app"
+    reboot(net)
+    assert not resolvers(net) and probe.getent(web, "db") is None
+    net.start_worker()  # like `vpcq up` after a reboot
+    assert wait_until(lambda: net.vpcq("drift").returncode == 0, 30)
+    assert len(resolvers(net)) == 5
+    assert probe.getent(web, "db") == "10.0.2.1" and probe.getent(app, f"lb.{a}.internal") == "10.0.255.254"
+    assert probe.getent(web, INTERNET_NAME) == INTERNET_IP
+    with probe.whoami(web, 9000, "web"), probe.whoami(db, 9000, "db"):
+        assert probe.ask(net.internet, HOST_IP, 8080, source=INTERNET_IP) == f"web {INTERNET_IP}"
+        assert wait_until(lambda: set(spread(app, "10.0.255.254", 80, 10)) == {"web", "db"}, 10)
+        assert (probe.ask(net.internet, HOST_IP, 8088, source=INTERNET_IP) or "").endswith(INTERNET_IP)
+
+
+def test_drift_sees_a_resolver_killed_and_a_public_port_removed_and_repair_brings_them_back(worker: Net):
+    net = worker
+    a, _b, _c = vpcs(net, {"kind": "expose", "vpc": net.name("a"), "target": "web", "port": 9000,
+                           "host_port": 8080})
+    web = f"{a}-web"
+    for pid in resolvers(net):
+        os.kill(pid, signal.SIGKILL)
+    probe.save(net.host, "iptables", "-t", "nat", "-F", "PREROUTING")
+    netns_file(f"{a}-db").unlink()
+    p = net.vpcq("drift")
+    assert p.returncode == 1
+    assert "resolver" in p.stdout and "hostports" in p.stdout.lower() and "resolvconf" in p.stdout.lower(), p.stdout
+    assert net.vpcq("repair").returncode == 0
+    assert net.vpcq("drift").returncode == 0
+    assert probe.getent(f"{a}-db", "web") == "10.0.1.1"
+    with probe.whoami(web, 9000, "web"):
+        assert probe.ask(net.internet, HOST_IP, 8080, source=INTERNET_IP) == f"web {INTERNET_IP}"
