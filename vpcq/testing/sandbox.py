@@ -20,6 +20,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from vpcq.orchestrator.dns import MARK
 from vpcq.workers.kernel import netns
 
 INTERNET_IP = "203.0.113.10"
@@ -63,6 +64,18 @@ def serve_dns(tok: str, directory: Path) -> None:
                     f"--pid-file={directory / 'internet-dns.pid'}",
                     f"--log-facility={directory / 'internet-dns.log'}"],
                    check=True, capture_output=True, cwd="/")
+
+
+def remove_resolv_conf(directory: Path) -> None:
+    """Remove a resolv.conf vpcq wrote under /etc/netns (it starts with vpcq's mark), and its
+    directory once empty: someone else's files stay."""
+    conf = directory / "resolv.conf"
+    try:
+        if conf.read_text().startswith(MARK):
+            conf.unlink()
+        directory.rmdir()
+    except OSError:
+        pass
 
 
 def in_namespaces(inodes: set[int]) -> dict[int, int]:
