@@ -51,17 +51,34 @@ def deletion(kind: str, a: str, b: str) -> dict[str, Any]:
         "unpeer-vpcs": {"kind": "unpeer-vpcs", "a": a, "b": b},
         "stop-app": {"kind": "stop-app", "vpc": a, "subnet": "web"},
         "cleanup": {"kind": "cleanup"},
+        "unexpose": {"kind": "unexpose", "vpc": a, "host_port": 8080},
+        "delete-lb": {"kind": "delete-lb", "vpc": a, "name": "lb"},
     }[kind]
 
 
-def gone_after(kind: str, a: str, b: str) -> dict[str, set[str]]:
+def base(net: Net, kind: str) -> tuple[str, str]:
+    """Two peered VPCs; for the services' deletions, a public port and a balancer too."""
+    services = [{"kind": "expose", "vpc": "<a>", "target": "web", "port": 8000, "host_port": 8080},
+                {"kind": "create-lb", "vpc": "<a>", "name": "lb", "port": 80,
+                 "targets": ["web:8000", "db:8000"], "public": 8088}]
+    return two_vpcs(net, {"kind": "peer-vpcs", "a": "<a>", "b": "<b>"},
+                    *(services if kind in ("unexpose", "delete-lb") else []))
+
+
+def gone_after(kind: str, a: str, b: str, before: dict[str, set[str]]) -> dict[str, set[str]]:
     """What must not exist any more once the deletion is done (a subset of everything)."""
     return {
-        "delete-subnet": {"namespaces": {f"{a}-web"}, "apps": {f"{a}-web.json"}},
-        "delete-vpc": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db"}, "apps": {f"{a}-web.json"}},
+        "delete-subnet": {"namespaces": {f"{a}-web"}, "apps": {f"{a}-web.json"},
+                          "resolv.conf": {f"/etc/netns/{a}-web"}},
+        "delete-vpc": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db"}, "apps": {f"{a}-web.json"},
+                       "resolv.conf": {f"/etc/netns/{a}-web", f"/etc/netns/{a}-db"}},
         "unpeer-vpcs": {},
         "stop-app": {"apps": {f"{a}-web.json"}},
-        "cleanup": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db", f"vpcq_{b}", f"{b}-app"}},
+        "cleanup": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db", f"vpcq_{b}", f"{b}-app"},
+                    "resolvers": before["resolvers"],
+                    "resolv.conf": before["resolv.conf"]},
+        "unexpose": {"host rules": {r for r in before["host rules"] if "8080" in r}},
+        "delete-lb": {"host rules": {r for r in before["host rules"] if "8088" in r}},
     }[kind]
 
 
@@ -74,11 +91,16 @@ def submit_no_wait(net: Net, cmd: dict[str, Any]) -> str:
 # What each deletion does to the kernel, by kind of step. A fault on one kind stays on it
 # across attempts (a fault at step N would move: what is done is not done again).
 STEPS = {
-    "delete-subnet": ["App:delete", "Veth:delete", "Netns:delete", "Rules:update"],
-    "delete-vpc": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete", "Rules:update"],
-    "unpeer-vpcs": ["Veth:delete", "Rules:update"],
+    "delete-subnet": ["App:delete", "Veth:delete", "Netns:delete", "Rules:update",
+                      "ResolvConf:delete", "Resolver:update"],
+    "delete-vpc": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete", "Rules:update",
+                   "Resolver:delete", "ResolvConf:delete"],
+    "unpeer-vpcs": ["Veth:delete", "Rules:update", "Resolver:update"],
     "stop-app": ["App:delete"],
-    "cleanup": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete"],
+    "cleanup": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete", "Resolver:delete",
+                "ResolvConf:delete"],
+    "unexpose": ["HostPorts:delete", "Rules:update"],
+    "delete-lb": ["HostPorts:delete", "Rules:update", "Resolver:update"],
 }
 
 
@@ -88,7 +110,7 @@ def test_a_deletion_that_fails_at_any_step_goes_on_once_the_fault_clears(net: Ne
     net.start_worker(extra={"VPCQ_FAULT_FILE": str(fault)})
     c = net.client()
     for step in STEPS[kind]:
-        a, b = two_vpcs(net, {"kind": "peer-vpcs", "a": "<a>", "b": "<b>"})
+        a, b = base(net, kind)
         before = kernel_objects(net)
         fault.write_text(f"kind:{step}")
         cid = submit_no_wait(net, deletion(kind, a, b))
@@ -106,7 +128,7 @@ def test_a_deletion_that_fails_at_any_step_goes_on_once_the_fault_clears(net: Ne
         assert wait_until(lambda: net.vpcq("status", cid).returncode == 0, 30), \
             net.vpcq("status", cid).stdout
         after = kernel_objects(net)
-        for what, names in gone_after(kind, a, b).items():
+        for what, names in gone_after(kind, a, b, before).items():
             assert not names & after[what], (kind, step, what, names & after[what])
         events = [e for e in c.events() if cid in (getattr(e.event, "command_id", None), e.command_id)]
         assert [e.type for e in events if e.type in ("ChangeFailed", "VpcRestored")] == []
