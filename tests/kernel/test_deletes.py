@@ -99,8 +99,8 @@ STEPS = {
     "stop-app": ["App:delete"],
     "cleanup": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete", "Resolver:delete",
                 "ResolvConf:delete"],
-    "unexpose": ["HostPorts:delete", "Rules:update"],
-    "delete-lb": ["HostPorts:delete", "Rules:update", "Resolver:update"],
+    "unexpose": ["HostPorts:update", "Rules:update"],  # the balancer keeps its port: an update
+    "delete-lb": ["HostPorts:update", "Rules:update", "Resolver:update"],
 }
 
 
