@@ -179,8 +179,10 @@ def _service_lines(v: Vpc, health: HealthMap) -> list[str]:
     out = []
     if v.subnets:
         up = _upstream(v)
+        where = "the workers' upstream ($VPCQ_DNS_UPSTREAM, else the host's resolver)" \
+            if up == "host" else up
         out.append(f"  dns {dns.zone(v.name)} at each subnet's gateway; public subnets forward other "
-                   f"names to {'the host resolver' if up == 'host' else up}, private ones nowhere")
+                   f"names to {where}, private ones nowhere")
     for b in sorted(v.balancers.values(), key=lambda b: b.name):
         targets = []
         for t in _targets_json(v, b, health):

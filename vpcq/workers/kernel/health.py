@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 from vpcq.workers.kernel import netns
@@ -22,7 +23,7 @@ async def tcp_check(ns: str, address: str, port: int, timeout: float) -> str | N
         return None
     except TimeoutError:
         return f"no answer within {timeout:g} s"
-    except OSError as e:
-        return e.strerror or str(e)
+    except OSError as e:  # asyncio's text names the address again; the reason is enough
+        return os.strerror(e.errno) if e.errno else str(e)
     finally:
         s.close()
