@@ -260,13 +260,19 @@ def _create_vpc(cmd: CreateVpc, state: State) -> list[DomainEvent]:
     ]
 
 
+def _name_free(vpc: Vpc, name: str, kind: str) -> None:
+    """Subnets and balancers share a VPC's names: each is `<name>.<vpc>.internal`."""
+    other = "subnet" if name in vpc.subnets else "balancer" if name in vpc.balancers else None
+    if other == kind:
+        raise DomainError("name", f"{kind} {name!r} already exists in VPC {vpc.name}")
+    if other is not None:
+        raise DomainError("name", f"{name}.{vpc.name}.internal already names a {other} of VPC "
+                                  f"{vpc.name}: subnets and balancers share the VPC's names")
+
+
 def _add_subnet(cmd: AddSubnet, state: State) -> SubnetAdded:
     vpc = _vpc(state, cmd.vpc, "vpc")
-    if cmd.name in vpc.subnets:
-        raise DomainError("name", f"subnet {cmd.name!r} already exists in VPC {cmd.vpc}")
-    if cmd.name in vpc.balancers:
-        raise DomainError("name", f"{cmd.name}.{cmd.vpc}.internal already names a balancer of "
-                                  f"VPC {cmd.vpc}: subnets and balancers share the VPC's names")
+    _name_free(vpc, cmd.name, "subnet")
     net = network(cmd.cidr)
     if not net.subnet_of(network(vpc.cidr)):
         raise DomainError("cidr", f"{cmd.cidr} is not inside VPC {cmd.vpc} ({vpc.cidr})")
@@ -448,11 +454,7 @@ def _delete_subnet_services(vpc: Vpc, subnet: str) -> list[DomainEvent]:
 
 def _create_lb(cmd: CreateLb, state: State) -> list[DomainEvent]:
     vpc = _vpc(state, cmd.vpc, "vpc")
-    if cmd.name in vpc.balancers:
-        raise DomainError("name", f"balancer {cmd.name!r} already exists in VPC {vpc.name}")
-    if cmd.name in vpc.subnets:
-        raise DomainError("name", f"{cmd.name}.{vpc.name}.internal already names a subnet of VPC "
-                                  f"{vpc.name}: subnets and balancers share the VPC's names")
+    _name_free(vpc, cmd.name, "balancer")
     targets = _targets(vpc, cmd.targets)
     key = naming.short_key(f"{vpc.name}/lb/{cmd.name}", {b.key for b in vpc.balancers.values()}, 6)
     created = LoadBalancerCreated(vpc=vpc.name, name=cmd.name, key=key,

@@ -202,14 +202,14 @@ class Folder:
         self._peer(ev.b, ev.a, add=False)
 
     def _lb_created(self, ev: LoadBalancerCreated, head: Header | None) -> None:
-        vpc = self.vpcs[ev.vpc]
-        lb = Balancer(ev.name, ev.key, ev.address, ev.port, ev.targets)
-        self.vpcs[ev.vpc] = vpc.with_balancers({**vpc.balancers, ev.name: lb})
+        self._put_lb(ev.vpc, Balancer(ev.name, ev.key, ev.address, ev.port, ev.targets))
 
     def _lb_targets_set(self, ev: LoadBalancerTargetsSet, head: Header | None) -> None:
-        vpc = self.vpcs[ev.vpc]
-        lb = vpc.balancers[ev.name].with_targets(ev.targets)
-        self.vpcs[ev.vpc] = vpc.with_balancers({**vpc.balancers, ev.name: lb})
+        self._put_lb(ev.vpc, self.vpcs[ev.vpc].balancers[ev.name].with_targets(ev.targets))
+
+    def _put_lb(self, name: str, lb: Balancer) -> None:
+        vpc = self.vpcs[name]
+        self.vpcs[name] = vpc.with_balancers({**vpc.balancers, lb.name: lb})
 
     def _lb_deleted(self, ev: LoadBalancerDeleted, head: Header | None) -> None:
         vpc = self.vpcs[ev.vpc]
