@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from tests.kernel.conftest import INTERNET_DNS, INTERNET_IP, Net, wait_until
 from tests.kernel.leftovers import nothing_left
 from vpcq.testing import probe
 from vpcq.testing.sandbox import INTERNET_NAME, started_with
+from vpcq.workers.kernel import netns
 
 pytestmark = pytest.mark.kernel
 
@@ -292,3 +295,28 @@ def test_drift_sees_a_resolver_killed_and_a_public_port_removed_and_repair_bring
     assert probe.getent(f"{a}-db", "web") == "10.0.1.1"
     with probe.whoami(web, 9000, "web"):
         assert probe.ask(net.internet, HOST_IP, 8080, source=INTERNET_IP) == f"web {INTERNET_IP}"
+
+
+def test_a_connection_stays_on_its_target_when_the_targets_change(worker: Net):
+    net = worker
+    a, b, _c = vpcs(net, {"kind": "create-lb", "vpc": net.name("a"), "name": "lb", "port": 80,
+                          "targets": ["web:9100"]})
+    web, db, app = f"{a}-web", f"{a}-db", f"{b}-app"
+    with probe.talker(web, 9100, "web"), probe.talker(db, 9100, "db"):
+        def connect() -> socket.socket:
+            return netns.run_in(app, lambda: socket.create_connection(("10.0.255.254", 80), timeout=5))
+
+        def say(f: Any, line: bytes) -> bytes:
+            f.write(line + b"\n")
+            f.flush()
+            return f.readline().strip()
+
+        s = connect()
+        with s, s.makefile("rwb") as f:
+            assert say(f, b"one") == b"web one"
+            assert net.vpcq("set-lb-targets", a, "lb", "--target", "db:9100").returncode == 0
+            # a new connection goes to the new target; the open one stays where it was
+            new = connect()
+            with new, new.makefile("rwb") as g:
+                assert say(g, b"new") == b"db new"
+            assert say(f, b"two") == b"web two"

@@ -220,6 +220,28 @@ def whoami(ns: str, port: int, name: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def talker(ns: str, port: int, name: str) -> Iterator[None]:
+    """A TCP server inside `ns` for the duration of the block that answers each line a
+    client sends with `name` and the line, for as long as the client keeps the connection
+    (one client at a time)."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(16)
+
+    def converse(s: socket.socket) -> None:
+        conn, _ = s.accept()
+        conn.settimeout(10)
+        with conn, conn.makefile("rwb") as f:
+            for line in f:
+                f.write(f"{name} {line.decode().strip()}\n".encode())
+                f.flush()
+
+    with _serving(s, converse):
+        yield
+
+
 def ask(ns: str, ip: str, port: int, timeout: float = 2.0, source: str | None = None) -> str | None:
     """What a TCP server at ip:port says (from `ns`, from address `source` if given) before
     it closes, or None."""
