@@ -51,7 +51,8 @@ def main() -> int:
         return 3
     tok = "bd" + secrets.token_hex(2)
     home = Path(tempfile.mkdtemp(prefix="vpcq-bench-"))
-    env = {**os.environ, "VPCQ_HOME": str(home), "VPCQ_NETNS": f"{tok}h", "VPCQ_UPLINK": "inet0"}
+    env = {**os.environ, "VPCQ_HOME": str(home), "VPCQ_NETNS": f"{tok}h", "VPCQ_UPLINK": "inet0",
+           "VPCQ_DNS_UPSTREAM": "none"}  # never the machine's resolver
     env.pop("VPCQ_REDIS_URL", None)
     (home / "batch.txt").write_text(batch(vpcs))
 

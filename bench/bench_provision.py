@@ -49,7 +49,8 @@ class Instance:
         self.home, self.url, self.tok = home, url, tok
         self.workers: list[subprocess.Popen[bytes]] = []
         self.env = {**os.environ, "VPCQ_HOME": str(home), "VPCQ_REDIS_URL": url,
-                    "VPCQ_NETNS": f"{tok}h", "VPCQ_UPLINK": "inet0"}
+                    "VPCQ_NETNS": f"{tok}h", "VPCQ_UPLINK": "inet0",
+                    "VPCQ_DNS_UPSTREAM": "none"}  # never the machine's resolver
 
     def start(self, n: int) -> None:
         """Start `n` workers and wait until each is ready. A worker's log file outlives it

@@ -46,6 +46,10 @@ class Paths:
         return self.home / "apps"
 
     @property
+    def dns(self) -> Path:
+        return self.home / "dns"
+
+    @property
     def redis_sock(self) -> Path:
         return self.run / "redis.sock"
 

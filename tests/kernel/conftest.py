@@ -3,7 +3,8 @@
 Layout (every name starts with the test's token, so a sweep finds everything):
 
     <tok>i  "the internet": 198.51.100.1 on the link, 203.0.113.10 on lo,
-            a route to 10.0.0.0/8 via the host (so inbound attempts really reach it)
+            a route to 10.0.0.0/8 via the host (so inbound attempts really reach it),
+            a DNS server on 203.0.113.53 (the VPCs' upstream: VPCQ_DNS_UPSTREAM)
       |  veth
     <tok>h  "the host": inet0 198.51.100.2, default route via 198.51.100.1;
             vpcq's workers run here ($VPCQ_NETNS) with VPCQ_UPLINK=inet0
@@ -24,10 +25,18 @@ import pytest
 
 from tests.helpers import ROOT, Client, token
 from vpcq import config
-from vpcq.testing.sandbox import INTERNET_IP, build_internet, sweep
+from vpcq.testing.sandbox import (
+    ETC_NETNS,
+    INTERNET_DNS,
+    INTERNET_IP,
+    build_internet,
+    serve_dns,
+    started_with,
+    sweep,
+)
 from vpcq.workers.kernel import netns
 
-__all__ = ["INTERNET_IP", "Net"]
+__all__ = ["INTERNET_DNS", "INTERNET_IP", "Net"]
 
 pytestmark = pytest.mark.kernel
 
@@ -53,6 +62,8 @@ class Net:
             "VPCQ_NETNS": self.host,
             "VPCQ_UPLINK": "inet0",
             "VPCQ_REPAIR_ON_START": "1",
+            # never this machine's resolver: no query leaves the test's namespaces
+            "VPCQ_DNS_UPSTREAM": INTERNET_DNS,
         }
 
     def name(self, suffix: str) -> str:
@@ -119,14 +130,18 @@ def net(redis_url: str, tmp_path: Path) -> Iterator[Net]:
     n = Net(tok, home, redis_url)
     try:
         build_internet(tok)
+        serve_dns(tok, home / "internet")
         yield n
     finally:
         n.stop_workers()
         sweep(tok, home)
-        # the sweep itself must have worked: no namespace and no app process of this test left
+        # the sweep itself must have worked: no namespace, no process started with the test's
+        # files (an app, a resolver), no app process, no file under /etc/netns of this test left
         assert not [ns for ns in netns.list_names() if tok in ns]
+        assert not started_with(home)
         assert not [p for p in Path("/proc").glob("[0-9]*/cmdline")
                     if _reads(p).count(tok.encode()) and b"vpcq.workers.app" in _reads(p)]
+        assert not list(ETC_NETNS.glob(f"*{tok}*")) if ETC_NETNS.is_dir() else True
 
 
 def _reads(path: Path) -> bytes:

@@ -11,31 +11,10 @@ from typing import Any
 import pytest
 
 from tests.kernel.conftest import Net, wait_until
+from tests.kernel.leftovers import kernel_objects, nothing_left
 from tests.kernel.scenarios import two_vpcs
-from vpcq.testing import probe
-from vpcq.workers.kernel import netns
 
 pytestmark = pytest.mark.kernel
-
-
-def kernel_objects(net: Net) -> dict[str, set[str]]:
-    """Everything vpcq may have made for this test: namespaces, host links, host chains
-    (and the jumps to them), host routes to VPCs, app processes."""
-    links = {ln.split(": ")[1].split("@")[0] for ln in probe.save(net.host, "ip", "-o", "link").splitlines()}
-    rules = {ln for ln in probe.save(net.host, "iptables-save").splitlines() if "VPCQ" in ln}
-    routes = {ln for ln in probe.save(net.host, "ip", "route").splitlines() if " via 100.64." in ln}
-    apps = {p.name for p in (net.home / "apps").glob("*.json")} if (net.home / "apps").exists() else set()
-    return {
-        "namespaces": {n for n in netns.list_names() if net.tok in n} - {net.host, net.internet},
-        "host links": {x for x in links if x.startswith("vq")},
-        "host rules": rules,
-        "host routes": routes,
-        "apps": apps,
-    }
-
-
-def nothing_left(net: Net) -> dict[str, set[str]]:
-    return {k: v for k, v in kernel_objects(net).items() if v}
 
 
 def test_cleanup_of_200_vpcs_x_4_subnets_three_times_leaves_nothing(net: Net):
@@ -72,17 +51,34 @@ def deletion(kind: str, a: str, b: str) -> dict[str, Any]:
         "unpeer-vpcs": {"kind": "unpeer-vpcs", "a": a, "b": b},
         "stop-app": {"kind": "stop-app", "vpc": a, "subnet": "web"},
         "cleanup": {"kind": "cleanup"},
+        "unexpose": {"kind": "unexpose", "vpc": a, "host_port": 8080},
+        "delete-lb": {"kind": "delete-lb", "vpc": a, "name": "lb"},
     }[kind]
 
 
-def gone_after(kind: str, a: str, b: str) -> dict[str, set[str]]:
+def base(net: Net, kind: str) -> tuple[str, str]:
+    """Two peered VPCs; for the services' deletions, a public port and a balancer too."""
+    services = [{"kind": "expose", "vpc": "<a>", "target": "web", "port": 8000, "host_port": 8080},
+                {"kind": "create-lb", "vpc": "<a>", "name": "lb", "port": 80,
+                 "targets": ["web:8000", "db:8000"], "public": 8088}]
+    return two_vpcs(net, {"kind": "peer-vpcs", "a": "<a>", "b": "<b>"},
+                    *(services if kind in ("unexpose", "delete-lb") else []))
+
+
+def gone_after(kind: str, a: str, b: str, before: dict[str, set[str]]) -> dict[str, set[str]]:
     """What must not exist any more once the deletion is done (a subset of everything)."""
     return {
-        "delete-subnet": {"namespaces": {f"{a}-web"}, "apps": {f"{a}-web.json"}},
-        "delete-vpc": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db"}, "apps": {f"{a}-web.json"}},
+        "delete-subnet": {"namespaces": {f"{a}-web"}, "apps": {f"{a}-web.json"},
+                          "resolv.conf": {f"/etc/netns/{a}-web"}},
+        "delete-vpc": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db"}, "apps": {f"{a}-web.json"},
+                       "resolv.conf": {f"/etc/netns/{a}-web", f"/etc/netns/{a}-db"}},
         "unpeer-vpcs": {},
         "stop-app": {"apps": {f"{a}-web.json"}},
-        "cleanup": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db", f"vpcq_{b}", f"{b}-app"}},
+        "cleanup": {"namespaces": {f"vpcq_{a}", f"{a}-web", f"{a}-db", f"vpcq_{b}", f"{b}-app"},
+                    "resolvers": before["resolvers"],
+                    "resolv.conf": before["resolv.conf"]},
+        "unexpose": {"host rules": {r for r in before["host rules"] if "8080" in r}},
+        "delete-lb": {"host rules": {r for r in before["host rules"] if "8088" in r}},
     }[kind]
 
 
@@ -95,11 +91,16 @@ def submit_no_wait(net: Net, cmd: dict[str, Any]) -> str:
 # What each deletion does to the kernel, by kind of step. A fault on one kind stays on it
 # across attempts (a fault at step N would move: what is done is not done again).
 STEPS = {
-    "delete-subnet": ["App:delete", "Veth:delete", "Netns:delete", "Rules:update"],
-    "delete-vpc": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete", "Rules:update"],
-    "unpeer-vpcs": ["Veth:delete", "Rules:update"],
+    "delete-subnet": ["App:delete", "Veth:delete", "Netns:delete", "Rules:update",
+                      "ResolvConf:delete", "Resolver:update"],
+    "delete-vpc": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete", "Rules:update",
+                   "Resolver:delete", "ResolvConf:delete"],
+    "unpeer-vpcs": ["Veth:delete", "Rules:update", "Resolver:update"],
     "stop-app": ["App:delete"],
-    "cleanup": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete"],
+    "cleanup": ["App:delete", "HostChain:delete", "Veth:delete", "Netns:delete", "Resolver:delete",
+                "ResolvConf:delete"],
+    "unexpose": ["HostPorts:update", "Rules:update"],  # the balancer keeps its port: an update
+    "delete-lb": ["HostPorts:update", "Rules:update", "Resolver:update"],
 }
 
 
@@ -109,7 +110,7 @@ def test_a_deletion_that_fails_at_any_step_goes_on_once_the_fault_clears(net: Ne
     net.start_worker(extra={"VPCQ_FAULT_FILE": str(fault)})
     c = net.client()
     for step in STEPS[kind]:
-        a, b = two_vpcs(net, {"kind": "peer-vpcs", "a": "<a>", "b": "<b>"})
+        a, b = base(net, kind)
         before = kernel_objects(net)
         fault.write_text(f"kind:{step}")
         cid = submit_no_wait(net, deletion(kind, a, b))
@@ -127,7 +128,7 @@ def test_a_deletion_that_fails_at_any_step_goes_on_once_the_fault_clears(net: Ne
         assert wait_until(lambda: net.vpcq("status", cid).returncode == 0, 30), \
             net.vpcq("status", cid).stdout
         after = kernel_objects(net)
-        for what, names in gone_after(kind, a, b).items():
+        for what, names in gone_after(kind, a, b, before).items():
             assert not names & after[what], (kind, step, what, names & after[what])
         events = [e for e in c.events() if cid in (getattr(e.event, "command_id", None), e.command_id)]
         assert [e.type for e in events if e.type in ("ChangeFailed", "VpcRestored")] == []

@@ -13,8 +13,13 @@ from tests.kernel.snapshot import snapshot
 pytestmark = pytest.mark.kernel
 
 
-def base(net: Net) -> tuple[str, str]:
-    return two_vpcs(net)
+LB = {"kind": "create-lb", "vpc": "<a>", "name": "lb", "port": 80,
+      "targets": ["web:9000", "db:9000"], "public": 8088}
+
+
+def base(net: Net, kind: str) -> tuple[str, str]:
+    # a balancer to change the targets of
+    return two_vpcs(net, *([LB] if kind == "set-lb-targets" else []))
 
 
 def command(kind: str, a: str, b: str, tok: str) -> dict[str, Any]:
@@ -30,6 +35,9 @@ def command(kind: str, a: str, b: str, tok: str) -> dict[str, Any]:
         "peer-vpcs": {"kind": "peer-vpcs", "a": a, "b": b},
         "delete-subnet": {"kind": "delete-subnet", "vpc": a, "name": "web"},
         "delete-vpc": {"kind": "delete-vpc", "name": a},
+        "expose": {"kind": "expose", "vpc": a, "target": "web", "port": 8000, "host_port": 8080},
+        "create-lb": {**LB, "vpc": a},
+        "set-lb-targets": {"kind": "set-lb-targets", "vpc": a, "name": "lb", "targets": ["db:9000"]},
     }[kind]
 
 
@@ -49,14 +57,15 @@ def changes(before: dict[str, Any], after: dict[str, Any], path: str = "") -> li
 
 
 # changes: a deletion goes forward instead (tests/kernel/test_deletes.py)
-KINDS = ["create-vpc", "add-subnet", "deploy-app", "apply-firewall", "peer-vpcs"]
+KINDS = ["create-vpc", "add-subnet", "deploy-app", "apply-firewall", "peer-vpcs", "expose",
+         "create-lb", "set-lb-targets"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_fault_at_every_step_rolls_the_kernel_back(net: Net, kind: str):
     fault = net.home / "fault"
     net.start_worker(extra={"VPCQ_FAULT_FILE": str(fault)})
-    a, b = base(net)
+    a, b = base(net, kind)
     before = snapshot(net.tok, net.host, net.home / "apps")
     cmd = command(kind, a, b, net.tok)
     c = net.client()

@@ -14,6 +14,7 @@ import pytest
 from tests.kernel.conftest import INTERNET_IP, Net, wait_until
 from tests.kernel.scenarios import FIREWALL, two_vpcs
 from vpcq.testing import probe
+from vpcq.testing.sandbox import started_with
 from vpcq.workers.kernel import netns
 
 pytestmark = pytest.mark.kernel
@@ -39,11 +40,13 @@ def checks(net: Net, a: str, b: str) -> None:
 
 
 def reboot(net: Net) -> None:
-    """What a reboot does to vpcq's kernel objects: every namespace, link, rule and app gone."""
+    """What a reboot does to vpcq's kernel objects: every namespace, link, rule, app and
+    resolver gone (files, /etc/netns's included, stay)."""
     net.stop_workers()
-    for pidfile in (net.home / "apps").glob("*.json"):
+    pids = [json.loads(p.read_text())["pid"] for p in (net.home / "apps").glob("*.json")]
+    for pid in pids + started_with(net.home / "dns"):
         try:
-            os.kill(json.loads(pidfile.read_text())["pid"], signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     for ns in netns.list_names():

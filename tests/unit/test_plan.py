@@ -17,6 +17,8 @@ from vpcq.orchestrator.topology import (
     HostChain,
     LinkState,
     Netns,
+    ResolvConf,
+    Resolver,
     Route,
     Rules,
     Veth,
@@ -70,14 +72,17 @@ def test_subnet_without_firewall_is_an_empty_accepting_table():
 def test_host_rules_isolate_uplinks_and_masquerade_only_the_link_net():
     filt, nat = rules.host_rules(view_of(STATE, "my-vpc"), "eth0")
     up = STATE.vpcs["my-vpc"].uplink
-    assert filt[0] == f"-i {up.a_if} -o vq+ -j DROP"
+    # a public port's connection (DNAT by vpcq) crosses uplinks; nothing else does
+    assert filt[:2] == (f"-i {up.a_if} -o vq+ -m conntrack --ctstate DNAT -j ACCEPT",
+                        f"-i {up.a_if} -o vq+ -j DROP")
     assert filt[-1] == f"-i eth0 -o {up.a_if} -j DROP"
+    assert not [r for r in filt if "-i eth0" in r and "DNAT" in r]  # no public port: none in
     assert nat == (f"-s {up.net} -o eth0 -j MASQUERADE",)
 
 
 def test_host_rules_without_an_internet_interface_only_isolate():
     filt, nat = rules.host_rules(view_of(STATE, "my-vpc"), None)
-    assert len(filt) == 1 and nat == ()
+    assert len(filt) == 2 and filt[1].endswith("-j DROP") and nat == ()
 
 
 def _plan(state=STATE, names=("my-vpc", "other-vpc")):
@@ -120,7 +125,8 @@ def test_diff_from_nothing_creates_in_dependency_order():
     assert {s.op for s in steps} == {"create"}
     ranks = [s.resource.rank for s in steps]
     assert ranks == sorted(ranks)
-    assert isinstance(steps[0].resource, Netns) and isinstance(steps[-1].resource, App)
+    # the resolvers last: they listen on addresses made before them
+    assert isinstance(steps[0].resource, Netns) and isinstance(steps[-1].resource, Resolver)
 
 
 def test_diff_to_nothing_deletes_namespaces_apps_and_host_chains_only():
@@ -128,10 +134,11 @@ def test_diff_to_nothing_deletes_namespaces_apps_and_host_chains_only():
     kinds = {type(s.resource) for s in steps}
     # everything else dies with its namespace or its link (the host route with the uplink);
     # a veth whose other end survives (here, on the host) is deleted explicitly
-    assert kinds == {Netns, App, HostChain, Veth}, kinds
+    # processes (apps, resolvers) hold a namespace alive, and a resolv.conf outlives it
+    assert kinds == {Netns, App, Resolver, ResolvConf, HostChain, Veth}, kinds
     assert {s.resource.name for s in steps if isinstance(s.resource, Veth)} == {
         v.uplink.a_if for v in STATE.vpcs.values()}
-    assert isinstance(steps[0].resource, App)
+    assert isinstance(steps[0].resource, Resolver)
     assert all(s.op == "delete" for s in steps)
     assert isinstance(steps[-1].resource, Netns)
 

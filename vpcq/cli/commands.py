@@ -334,12 +334,14 @@ async def _list(ns: argparse.Namespace) -> int:
         # this host's, and every host a VPC is on: how many of their workers are up
         hosts = sorted({config.host_id(), *(v.host for v in state.vpcs.values())})
         workers = await JobQueue(redis).listening(hosts)
-        progress = await Observed(redis).deleting(
+        observed = Observed(redis)
+        progress = await observed.deleting(
             c for c in state.pending if is_deletion(state.commands[c].kind))
+        health = await observed.health(v.name for v in state.vpcs.values() if v.balancers)
     if ns.json:
-        print(json.dumps({**render.state_json(state, progress), "workers": workers}, indent=2))
+        print(json.dumps({**render.state_json(state, progress, health), "workers": workers}, indent=2))
     else:
-        print(render.state_text(state, progress))
+        print(render.state_text(state, progress, health))
         print("workers up: " + ", ".join(f"{n} on {h}" for h, n in workers.items()))
     return 0
 

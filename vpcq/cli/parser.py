@@ -14,6 +14,8 @@ examples (the tutorial's scenario):
   vpcq deploy-app my-vpc web-subnet --port 8000
   vpcq apply-firewall my-vpc web-subnet rules.json
   vpcq create-vpc other-vpc 10.1.0.0/16 && vpcq peer-vpcs my-vpc other-vpc
+  vpcq expose my-vpc web-subnet 8000 --host-port 8080
+  vpcq create-lb my-vpc web-lb --port 80 --target web-subnet:8000 --target db-subnet:8000
   vpcq list
   vpcq log --vpc my-vpc
   vpcq cleanup
@@ -70,7 +72,10 @@ def add_mutations(sub: Any, *, with_flags: bool) -> None:
                                       "else the default route's)"}),
           (("--host",), {"default": "default", "help": "the host whose workers build it, when "
                                                        "several hosts share one Redis (their "
-                                                       "$VPCQ_HOST; default: default)"})]),
+                                                       "$VPCQ_HOST; default: default)"}),
+          (("--dns-upstream",), {"metavar": "ADDR", "help": "where its public subnets' resolver "
+                                 "sends names outside the VPC: an address, or none (default: "
+                                 "$VPCQ_DNS_UPSTREAM of its workers, else the host's resolver)"})]),
         ("add-subnet", "add a public or private subnet (a namespace <vpc>-<subnet>)",
          "vpcq add-subnet my-vpc web-subnet 10.0.1.0/24 --type public",
          [(("vpc",), {}), (("name",), {}), (("cidr",), {}),
@@ -94,6 +99,35 @@ def add_mutations(sub: Any, *, with_flags: bool) -> None:
          [(("name",), {})]),
         ("cleanup", "delete every VPC", "vpcq cleanup",
          [(("--host",), {"help": "only the VPCs of this host (needed when VPCs are on several)"})]),
+        ("expose", "publish a port: connections to the host on HOST_PORT (from the internet, the "
+         "host, any VPC) reach PORT of a public subnet or of a balancer",
+         "vpcq expose my-vpc web-subnet 8000 --host-port 8080",
+         [(("vpc",), {}), (("target",), {"metavar": "SUBNET|BALANCER"}),
+          (("port",), {"type": int}),
+          (("--host-port",), {"type": int, "help": "the host's port (default: PORT)"}),
+          (("--protocol",), {"default": "tcp", "help": "tcp|udp (default tcp)"})]),
+        ("unexpose", "stop publishing a host port", "vpcq unexpose my-vpc --host-port 8080",
+         [(("vpc",), {}), (("--host-port",), {"type": int, "required": True}),
+          (("--protocol",), {"default": "tcp", "help": "tcp|udp (default tcp)"})]),
+        ("create-lb", "create a load balancer: an address in the VPC, NAME.VPC.internal, that "
+         "spreads connections to --port over the targets that pass their health checks",
+         "vpcq create-lb my-vpc web-lb --port 80 --target web-subnet:8000 "
+         "--target db-subnet:8000 --public 8080",
+         [(("vpc",), {}), (("name",), {}),
+          (("--port",), {"type": int, "required": True, "help": "the port it listens on"}),
+          (("--target",), {"action": "append", "dest": "targets", "required": True,
+                           "metavar": "SUBNET:PORT", "help": "a subnet of the VPC and its port "
+                           "(repeat for each target)"}),
+          (("--public",), {"type": int, "metavar": "HOST_PORT",
+                           "help": "also publish it on this port of the host (see expose)"}),
+          (("--address",), {"help": "its address (default: the VPC's highest outside its "
+                                    "subnets)"})]),
+        ("set-lb-targets", "replace a load balancer's targets", "vpcq set-lb-targets my-vpc web-lb "
+         "--target web-subnet:8000", [(("vpc",), {}), (("name",), {}),
+                                      (("--target",), {"action": "append", "dest": "targets",
+                                                       "required": True, "metavar": "SUBNET:PORT"})]),
+        ("delete-lb", "delete a load balancer (and its public port)", "vpcq delete-lb my-vpc web-lb",
+         [(("vpc",), {}), (("name",), {})]),
         ("rollback", "append the events that bring one VPC back to how it was at SEQ",
          "vpcq rollback my-vpc --to 42",
          [(("vpc",), {}), (("--to",), {"type": int, "required": True, "dest": "to_seq",
@@ -111,6 +145,7 @@ def add_mutations(sub: Any, *, with_flags: bool) -> None:
 MUTATIONS = {
     "create-vpc", "add-subnet", "delete-subnet", "deploy-app", "stop-app", "apply-firewall",
     "peer-vpcs", "unpeer-vpcs", "delete-vpc", "cleanup", "rollback",
+    "expose", "unexpose", "create-lb", "set-lb-targets", "delete-lb",
 }  # fmt: skip
 
 

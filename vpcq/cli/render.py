@@ -7,10 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from vpcq.config import DEFAULT_HOST
-from vpcq.events.observed import Deleting
+from vpcq.events.observed import Deleting, Health
 from vpcq.events.schema import Envelope
+from vpcq.orchestrator import dns
 from vpcq.orchestrator.naming import overlap
-from vpcq.orchestrator.state import CommandRecord, State, Vpc, is_deletion
+from vpcq.orchestrator.state import Balancer, CommandRecord, State, Vpc, is_deletion
+
+# VPC -> balancer -> "subnet:port" -> its last health check
+HealthMap = Mapping[str, Mapping[str, Mapping[str, Health]]]
 
 
 def progress_json(p: Deleting | None) -> dict[str, Any]:
@@ -25,9 +29,44 @@ def deletions(state: State) -> list[CommandRecord]:
     return [state.commands[c] for c in state.pending if is_deletion(state.commands[c].kind)]
 
 
-def state_json(state: State, progress: Mapping[str, Deleting] | None = None) -> dict[str, Any]:
-    """Every name, address, gateway and interface name, for machines; and the deletions
-    under way with what they have left."""
+def _upstream(v: Vpc) -> str:
+    """What a VPC's public subnets' resolver does with other names, as the log says."""
+    return "host" if v.dns_upstream is None else v.dns_upstream
+
+
+def _targets_json(v: Vpc, b: Balancer, health: HealthMap) -> list[dict[str, Any]]:
+    out = []
+    for t in b.targets:
+        h = health.get(v.name, {}).get(b.name, {}).get(f"{t.subnet}:{t.port}")
+        sub = v.subnets.get(t.subnet)
+        out.append({"subnet": t.subnet, "port": t.port, "address": sub.address if sub else None,
+                    "health": "unknown" if h is None else "up" if h.up else "down",
+                    "since": h.since if h else None, "checked": h.checked if h else None,
+                    "error": h.error if h else None})
+    return out
+
+
+def _services_json(v: Vpc, health: HealthMap) -> dict[str, Any]:
+    return {
+        "dns": {"zone": dns.zone(v.name), "upstream": _upstream(v)},
+        "balancers": [
+            {"name": b.name, "address": b.address, "port": b.port, "key": b.key,
+             "dns_name": f"{b.name}.{dns.zone(v.name)}", "targets": _targets_json(v, b, health)}
+            for b in sorted(v.balancers.values(), key=lambda b: b.name)
+        ],
+        "ports": [
+            {"host_port": e.host_port, "protocol": e.protocol, "target": e.target,
+             "kind": "balancer" if e.balancer else "subnet", "port": e.port}
+            for e in sorted(v.exposures.values(), key=lambda e: (e.host_port, e.protocol))
+        ],
+    }
+
+
+def state_json(state: State, progress: Mapping[str, Deleting] | None = None,
+               health: HealthMap | None = None) -> dict[str, Any]:
+    """Every name, address, gateway and interface name, for machines; the balancers with
+    their targets' health, the public ports; and the deletions under way with what they
+    have left."""
     vpcs = []
     for v in sorted(state.vpcs.values(), key=lambda v: v.name):
         vpcs.append(
@@ -53,9 +92,12 @@ def state_json(state: State, progress: Mapping[str, Deleting] | None = None) -> 
                         "interface": "eth0",
                         "app_port": s.app_port,
                         "firewall": s.firewall.model_dump() if s.firewall else None,
+                        "dns_name": f"{s.name}.{dns.zone(v.name)}",
+                        "resolver": s.gateway,
                     }
                     for s in sorted(v.subnets.values(), key=lambda s: s.name)
                 ],
+                **_services_json(v, health or {}),
                 "peers": [
                     {
                         "vpc": p.b if p.a == v.name else p.a,
@@ -75,11 +117,12 @@ def state_json(state: State, progress: Mapping[str, Deleting] | None = None) -> 
     return {"seq": state.seq, "vpcs": vpcs, "deleting": deleting}
 
 
-def state_text(state: State, progress: Mapping[str, Deleting] | None = None) -> str:
+def state_text(state: State, progress: Mapping[str, Deleting] | None = None,
+               health: HealthMap | None = None) -> str:
     """A readable tree, like the tutorial's `list`, then the deletions under way."""
     lines: list[str] = []
     for v in sorted(state.vpcs.values(), key=lambda v: v.name):
-        lines += _vpc_lines(state, v)
+        lines += _vpc_lines(state, v, health or {})
     for c in deletions(state):
         what = " ".join(str(v) for v in c.args.values() if v is not None)
         p = (progress or {}).get(c.id)
@@ -90,7 +133,7 @@ def state_text(state: State, progress: Mapping[str, Deleting] | None = None) -> 
     return "\n".join(lines)
 
 
-def _vpc_lines(state: State, v: Vpc) -> list[str]:
+def _vpc_lines(state: State, v: Vpc, health: HealthMap) -> list[str]:
     up = v.uplink
     head = (
         f"VPC {v.name}  {v.cidr}  router {v.router_ns}  uplink {up.a_if} {up.a_addr} <-> "
@@ -124,9 +167,31 @@ def _vpc_lines(state: State, v: Vpc) -> list[str]:
         other = p.b if p.a == v.name else p.a
         ifname = p.link.a_if if p.a == v.name else p.link.b_if
         out.append(f"  ⇄ peered with {other} via {ifname}")
+    out += _service_lines(v, health)
     pending = state.pending_for(v.name)
     if pending:
         out.append(f"  … {len(pending)} change(s) not yet applied")
+    return out
+
+
+def _service_lines(v: Vpc, health: HealthMap) -> list[str]:
+    out = []
+    if v.subnets:
+        up = _upstream(v)
+        where = "the workers' upstream ($VPCQ_DNS_UPSTREAM, else the host's resolver)" \
+            if up == "host" else up
+        out.append(f"  dns {dns.zone(v.name)} at each subnet's gateway; public subnets forward other "
+                   f"names to {where}, private ones nowhere")
+    for b in sorted(v.balancers.values(), key=lambda b: b.name):
+        targets = []
+        for t in _targets_json(v, b, health):
+            state = t["health"] + (f" ({t['error']})" if t["error"] else "")
+            targets.append(f"{t['subnet']}:{t['port']} {state}")
+        out.append(f"  ⚖ balancer {b.name}  {b.address}:{b.port}  {b.name}.{dns.zone(v.name)}  -> "
+                   + ", ".join(targets))
+    for e in sorted(v.exposures.values(), key=lambda e: (e.host_port, e.protocol)):
+        kind = "balancer" if e.balancer else "subnet"
+        out.append(f"  ↗ host port {e.host_port}/{e.protocol} -> {kind} {e.target}:{e.port}")
     return out
 
 
@@ -146,6 +211,10 @@ def summary(env: Envelope) -> str:
             return f"repaired {len(d['steps'])} difference(s): {'; '.join(d['steps'][:3])}"
         case "VpcRestored":
             return f"{d['vpc']} restored to seq {d['to_seq']} ({d['reason']})"
+        case "LoadBalancerCreated" | "LoadBalancerTargetsSet":
+            targets = ",".join(f"{t['subnet']}:{t['port']}" for t in d["targets"])
+            keep = {k: v for k, v in d.items() if isinstance(v, str | int) and k != "key"}
+            return " ".join(f"{k}={v}" for k, v in keep.items()) + f" targets={targets}"
     keep = {k: v for k, v in d.items() if isinstance(v, str | int | bool) and v is not None}
     return " ".join(f"{k}={v}" for k, v in keep.items())
 

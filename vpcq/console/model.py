@@ -23,9 +23,8 @@ from typing import Literal, NamedTuple, Protocol
 from vpcq.config import DEFAULT_HOST
 from vpcq.console.scene import Ghost, Mark, Scene, peering_key, subnet_key, vpc_key
 from vpcq.events.schema import Firewall, Rule
-from vpcq.orchestrator.decide import is_deletion
 from vpcq.orchestrator.naming import overlap
-from vpcq.orchestrator.state import Peering, Subnet, Vpc, pair
+from vpcq.orchestrator.state import Peering, Subnet, Vpc, is_deletion, pair
 
 Status = Literal["ok", "pending", "deleting"]
 Band = Literal["internet", "host", "vpc", "router", "cell"]

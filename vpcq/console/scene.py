@@ -42,9 +42,8 @@ from vpcq.events.schema import (
     VpcsPeered,
     VpcsUnpeered,
 )
-from vpcq.orchestrator.decide import is_deletion
 from vpcq.orchestrator.evolve import Folder
-from vpcq.orchestrator.state import INITIAL, Peering, State, Subnet, Vpc, pair
+from vpcq.orchestrator.state import INITIAL, Peering, State, Subnet, Vpc, is_deletion, pair
 
 # ---- object keys: an object's id in the picture -----------------------------------------------
 

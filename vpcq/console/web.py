@@ -46,7 +46,8 @@ from vpcq.console.model import NO_FACTS, Facts, Graph, changes, topology
 from vpcq.console.scene import Scene
 from vpcq.console.timeline import describe
 from vpcq.errors import ConfigError, DomainError
-from vpcq.events.connection import connect, unreachable
+from vpcq.events.blocking import unreachable
+from vpcq.events.connection import connect
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_LISTEN = "127.0.0.1:8470"

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -47,10 +48,48 @@ def _ifname(value: str) -> str:
     return value
 
 
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not an IPv4 address") from e
+
+
+def _upstream(value: str) -> str:
+    if value == "none":
+        return value
+    addr = ipaddress.IPv4Address(_address(value))
+    if addr.is_loopback or addr.is_multicast or addr.is_unspecified or addr.is_link_local \
+            or addr == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"{value} cannot be a resolver for a VPC's router (loopback, link-local, "
+                         "multicast or broadcast); give an address it can reach, or none")
+    return value
+
+
+def _target(value: str) -> str:
+    subnet, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not SUBNET:PORT (a subnet of the VPC and a port 1-65535)")
+    return f"{_name(subnet)}:{int(port)}"
+
+
+def _targets(value: Any) -> Any:
+    """A comma-separated string (as CommandAccepted.args and `vpcq log --json` keep a list)
+    is the list it was made from."""
+    if isinstance(value, str):
+        return [t for t in value.split(",") if t]
+    return value
+
+
 Name = Annotated[str, AfterValidator(_name)]
 Network = Annotated[str, AfterValidator(_network)]
 IfName = Annotated[str, AfterValidator(_ifname)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+Address = Annotated[str, AfterValidator(_address)]
+DnsUpstream = Annotated[str, AfterValidator(_upstream)]  # an IPv4 address, or "none"
+Target = Annotated[str, AfterValidator(_target)]  # "SUBNET:PORT"
+Targets = Annotated[tuple[Target, ...], BeforeValidator(_targets), Field(min_length=1, max_length=64)]
+Protocol = Literal["tcp", "udp"]
 
 
 class _Command(BaseModel):
@@ -63,6 +102,7 @@ class CreateVpc(_Command):
     cidr: Network
     interface: IfName | None = None
     host: Name = "default"  # the host whose workers build it (their $VPCQ_HOST)
+    dns_upstream: DnsUpstream | None = None  # public subnets' resolver (None: the host's)
 
 
 class AddSubnet(_Command):
@@ -122,6 +162,47 @@ class Cleanup(_Command):
     host: Name | None = None  # only the VPCs of this host (None: every VPC, all on one host)
 
 
+class Expose(_Command):
+    """Connections to the host on `host_port` reach `port` of a public subnet or a balancer."""
+
+    kind: Literal["expose"] = "expose"
+    vpc: Name
+    target: Name  # a public subnet or a balancer of the VPC
+    port: Port
+    host_port: Port | None = None  # None: the same as `port`
+    protocol: Protocol = "tcp"
+
+
+class Unexpose(_Command):
+    kind: Literal["unexpose"] = "unexpose"
+    vpc: Name
+    host_port: Port
+    protocol: Protocol = "tcp"
+
+
+class CreateLb(_Command):
+    kind: Literal["create-lb"] = "create-lb"
+    vpc: Name
+    name: Name
+    port: Port
+    targets: Targets
+    public: Port | None = None  # a host port that reaches it (an expose of it)
+    address: Address | None = None  # None: one decided in the VPC, outside its subnets
+
+
+class SetLbTargets(_Command):
+    kind: Literal["set-lb-targets"] = "set-lb-targets"
+    vpc: Name
+    name: Name
+    targets: Targets
+
+
+class DeleteLb(_Command):
+    kind: Literal["delete-lb"] = "delete-lb"
+    vpc: Name
+    name: Name
+
+
 class Rollback(_Command):
     kind: Literal["rollback"] = "rollback"
     vpc: Name
@@ -139,7 +220,12 @@ Command: TypeAlias = Annotated[
     | UnpeerVpcs
     | DeleteVpc
     | Cleanup
-    | Rollback,
+    | Rollback
+    | Expose
+    | Unexpose
+    | CreateLb
+    | SetLbTargets
+    | DeleteLb,
     Field(discriminator="kind"),
 ]
 
@@ -169,6 +255,7 @@ def _domain_error(e: ValidationError) -> DomainError:
 _KINDS = {
     "create-vpc", "add-subnet", "delete-subnet", "deploy-app", "stop-app", "apply-firewall",
     "peer-vpcs", "unpeer-vpcs", "delete-vpc", "cleanup", "rollback",
+    "expose", "unexpose", "create-lb", "set-lb-targets", "delete-lb",
 }  # fmt: skip
 
 

@@ -9,7 +9,7 @@ next attempt or check writes them again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vpcq.events.blocking import Requests
@@ -34,6 +34,30 @@ class Deleting:
         shown = ", ".join(self.sample[:3]) + (", ..." if self.left > 3 else "")
         text = f"deleting: {self.left} left" + (f" ({shown})" if shown else "")
         return text + (f"; last error: {self.error}" if self.error else "")
+
+
+@dataclass(frozen=True)
+class Health:
+    """A balancer target's last health check: whether it answered, since when it has been so,
+    when it was last checked, and why it failed."""
+
+    up: bool
+    since: str
+    checked: str
+    error: str | None = None
+
+    def json(self) -> dict[str, object]:
+        return {"up": self.up, "since": self.since, "checked": self.checked, "error": self.error}
+
+
+# VPC -> balancer -> "subnet:port" -> its health
+VpcHealth = Mapping[str, Mapping[str, Health]]
+
+
+def down_of(health: Mapping[str, VpcHealth]) -> frozenset[tuple[str, str, str]]:
+    """(VPC, balancer, "subnet:port") of every target whose last check failed."""
+    return frozenset((vpc, lb, target) for vpc, lbs in health.items() for lb, targets in lbs.items()
+                     for target, h in targets.items() if not h.up)
 
 
 class Observed:
@@ -75,4 +99,33 @@ class Observed:
                                     int(d["tries"]), str(d["at"]))
             except (ValueError, KeyError, TypeError):
                 continue  # not written by vpcq: shown as no progress, never trusted
+        return out
+
+    async def set_health(self, vpc: str, health: VpcHealth) -> None:
+        """Record a VPC's balancer targets' health (none: it has no balancer any more)."""
+        if health:
+            value = json.dumps({lb: {t: h.json() for t, h in targets.items()}
+                                for lb, targets in health.items()})
+            await self.redis.hset(self.key, mapping={f"health:{vpc}": value})
+        else:
+            await self.redis.hdel(self.key, f"health:{vpc}")
+
+    async def health(self, vpcs: Iterable[str]) -> dict[str, dict[str, dict[str, Health]]]:
+        """The last recorded health of these VPCs' balancer targets (a target never checked
+        has none)."""
+        names = list(vpcs)
+        if not names:
+            return {}
+        raw = await self.redis.hmget(self.key, [f"health:{v}" for v in names])
+        out: dict[str, dict[str, dict[str, Health]]] = {}
+        for vpc, value in zip(names, raw, strict=True):
+            if value is None:
+                continue
+            try:
+                out[vpc] = {str(lb): {str(t): Health(bool(h["up"]), str(h["since"]), str(h["checked"]),
+                                                     None if h["error"] is None else str(h["error"]))
+                                      for t, h in targets.items()}
+                            for lb, targets in json.loads(value).items()}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # not written by vpcq: no health known, never trusted
         return out

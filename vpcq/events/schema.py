@@ -136,6 +136,9 @@ class VpcCreated(Frozen):
     uplink: LinkNet
     host_route: bool  # False when the CIDR overlaps an existing VPC of its host
     host: str = "default"  # the host whose workers build it (their $VPCQ_HOST)
+    # where its public subnets' resolver sends names it does not know: an address, "none",
+    # or None for the host's setting ($VPCQ_DNS_UPSTREAM, else the host's resolver)
+    dns_upstream: str | None = None
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.name,)
@@ -227,8 +230,77 @@ class VpcDeleted(Frozen):
         return (self.name,)
 
 
+class LbTarget(Frozen):
+    """A balancer's target: a subnet of its VPC, and the port connections go to there."""
+
+    subnet: str
+    port: int = Field(ge=1, le=65535)
+
+
+class LoadBalancerCreated(Frozen):
+    """A balancer: an address in its VPC (outside every subnet) whose port `port` spreads
+    new connections over the healthy targets."""
+
+    type: Literal["LoadBalancerCreated"] = "LoadBalancerCreated"
+    vpc: str
+    name: str
+    key: str  # short stable id used in its chain's name
+    address: str
+    port: int = Field(ge=1, le=65535)
+    targets: tuple[LbTarget, ...]
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class LoadBalancerTargetsSet(Frozen):
+    type: Literal["LoadBalancerTargetsSet"] = "LoadBalancerTargetsSet"
+    vpc: str
+    name: str
+    targets: tuple[LbTarget, ...]
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class LoadBalancerDeleted(Frozen):
+    type: Literal["LoadBalancerDeleted"] = "LoadBalancerDeleted"
+    vpc: str
+    name: str
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class PortExposed(Frozen):
+    """Connections to the host on `host_port` reach `port` of a public subnet or of a
+    balancer of the VPC."""
+
+    type: Literal["PortExposed"] = "PortExposed"
+    vpc: str
+    host_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"]
+    target: str  # a subnet or a balancer of the VPC
+    balancer: bool  # whether `target` names a balancer
+    port: int = Field(ge=1, le=65535)
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
+class PortUnexposed(Frozen):
+    type: Literal["PortUnexposed"] = "PortUnexposed"
+    vpc: str
+    host_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"]
+
+    def aggregates(self) -> tuple[str, ...]:
+        return (self.vpc,)
+
+
 GenesisEvent: TypeAlias = Annotated[
-    VpcCreated | SubnetAdded | AppDeployed | FirewallApplied | VpcsPeered,
+    VpcCreated | SubnetAdded | AppDeployed | FirewallApplied | VpcsPeered | LoadBalancerCreated
+    | PortExposed,
     Field(discriminator="type"),
 ]
 
@@ -265,7 +337,12 @@ Event: TypeAlias = Annotated[
     | VpcsPeered
     | VpcsUnpeered
     | VpcDeleted
-    | VpcRestored,
+    | VpcRestored
+    | LoadBalancerCreated
+    | LoadBalancerTargetsSet
+    | LoadBalancerDeleted
+    | PortExposed
+    | PortUnexposed,
     Field(discriminator="type"),
 ]
 
@@ -289,6 +366,11 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "VpcsUnpeered": 1,
     "VpcDeleted": 1,
     "VpcRestored": 1,
+    "LoadBalancerCreated": 1,
+    "LoadBalancerTargetsSet": 1,
+    "LoadBalancerDeleted": 1,
+    "PortExposed": 1,
+    "PortUnexposed": 1,
 }
 
 

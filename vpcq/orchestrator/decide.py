@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vpcq.errors import DomainError
 from vpcq.events.commands import (
@@ -11,13 +11,18 @@ from vpcq.events.commands import (
     ApplyFirewall,
     Cleanup,
     Command,
+    CreateLb,
     CreateVpc,
+    DeleteLb,
     DeleteSubnet,
     DeleteVpc,
     DeployApp,
+    Expose,
     PeerVpcs,
     Rollback,
+    SetLbTargets,
     StopApp,
+    Unexpose,
     UnpeerVpcs,
 )
 from vpcq.events.schema import (
@@ -25,6 +30,12 @@ from vpcq.events.schema import (
     AppStopped,
     CommandAccepted,
     FirewallApplied,
+    LbTarget,
+    LoadBalancerCreated,
+    LoadBalancerDeleted,
+    LoadBalancerTargetsSet,
+    PortExposed,
+    PortUnexposed,
     SubnetAdded,
     SubnetDeleted,
     VpcCreated,
@@ -37,7 +48,7 @@ from vpcq.orchestrator import naming
 from vpcq.orchestrator.evolve import DomainEvent
 from vpcq.orchestrator.genesis import genesis, restore_touches
 from vpcq.orchestrator.naming import network
-from vpcq.orchestrator.state import State, Subnet, Vpc, pair
+from vpcq.orchestrator.state import Balancer, Exposure, State, Subnet, Vpc, pair, port_key
 
 Decision = list[CommandAccepted | DomainEvent]
 
@@ -54,7 +65,8 @@ def decide(command: Command, state: State, past: State | None = None) -> Decisio
             events = [_add_subnet(command, state)]
         case DeleteSubnet():
             _subnet(state, command.vpc, command.name, "name")
-            events = [SubnetDeleted(vpc=command.vpc, name=command.name)]
+            events = [*_delete_subnet_services(state.vpcs[command.vpc], command.name),
+                      SubnetDeleted(vpc=command.vpc, name=command.name)]
         case DeployApp():
             sub = _subnet(state, command.vpc, command.subnet, "subnet")
             if sub.app_port is not None:
@@ -95,6 +107,22 @@ def decide(command: Command, state: State, past: State | None = None) -> Decisio
             events = _delete_vpcs(state, _cleanup_scope(command, state))
         case Rollback():
             events = [_rollback(command, state, past)]
+        case Expose():
+            events = [_expose(command, state)]
+        case Unexpose():
+            events = [_unexpose(command, state)]
+        case CreateLb():
+            events = _create_lb(command, state)
+        case SetLbTargets():
+            vpc = _vpc(state, command.vpc, "vpc")
+            _balancer(vpc, command.name)
+            events = [LoadBalancerTargetsSet(vpc=vpc.name, name=command.name,
+                                             targets=_targets(vpc, command.targets))]
+        case DeleteLb():
+            vpc = _vpc(state, command.vpc, "vpc")
+            _balancer(vpc, command.name)
+            events = [*_unexpose_all(vpc, lambda e: e.balancer and e.target == command.name),
+                      LoadBalancerDeleted(vpc=vpc.name, name=command.name)]
     vpcs: list[str] = []
     for ev in events:
         for v in ev.aggregates():
@@ -146,6 +174,8 @@ def _args(command: Command) -> dict[str, str | int | bool | None]:
     for k, v in command.model_dump(exclude={"kind"}).items():
         if isinstance(v, str | int | bool) or v is None:
             out[k] = v
+        elif isinstance(v, list | tuple) and all(isinstance(x, str | int) for x in v):
+            out[k] = ",".join(str(x) for x in v)  # a list of targets: what the command parses
         else:
             out[k] = str(v) if not isinstance(v, dict) else "<file>"
     return out
@@ -214,14 +244,24 @@ def _create_vpc(cmd: CreateVpc, state: State) -> list[DomainEvent]:
             uplink=uplink,
             host_route=not overlaps,
             host=cmd.host,
+            dns_upstream=cmd.dns_upstream,
         )
     ]
 
 
+def _name_free(vpc: Vpc, name: str, kind: str) -> None:
+    """Subnets and balancers share a VPC's names: each is `<name>.<vpc>.internal`."""
+    other = "subnet" if name in vpc.subnets else "balancer" if name in vpc.balancers else None
+    if other == kind:
+        raise DomainError("name", f"{kind} {name!r} already exists in VPC {vpc.name}")
+    if other is not None:
+        raise DomainError("name", f"{name}.{vpc.name}.internal already names a {other} of VPC "
+                                  f"{vpc.name}: subnets and balancers share the VPC's names")
+
+
 def _add_subnet(cmd: AddSubnet, state: State) -> SubnetAdded:
     vpc = _vpc(state, cmd.vpc, "vpc")
-    if cmd.name in vpc.subnets:
-        raise DomainError("name", f"subnet {cmd.name!r} already exists in VPC {cmd.vpc}")
+    _name_free(vpc, cmd.name, "subnet")
     net = network(cmd.cidr)
     if not net.subnet_of(network(vpc.cidr)):
         raise DomainError("cidr", f"{cmd.cidr} is not inside VPC {cmd.vpc} ({vpc.cidr})")
@@ -230,6 +270,10 @@ def _add_subnet(cmd: AddSubnet, state: State) -> SubnetAdded:
     for sib in vpc.subnets.values():
         if naming.overlap(sib.cidr, cmd.cidr):
             raise DomainError("cidr", f"{cmd.cidr} overlaps subnet {sib.name} ({sib.cidr})")
+    for lb in vpc.balancers.values():
+        if ipaddress.IPv4Address(lb.address) in net:
+            raise DomainError("cidr", f"{cmd.cidr} holds {lb.address}, the address of balancer "
+                                      f"{lb.name} (a balancer's address is outside every subnet)")
     netns = naming.subnet_ns(cmd.vpc, cmd.name)
     # "a-b" + "c" and "a" + "b-c" name the same namespace: only a VPC whose name ends at one
     # of the name's dashes can hold it (not a scan of every subnet of every VPC)
@@ -315,3 +359,132 @@ def _rollback(cmd: Rollback, state: State, past: State | None) -> VpcRestored:
         genesis=tuple(genesis(past, cmd.vpc, live=state)),
         touches=restore_touches(state, cmd.vpc, past),
     )
+
+
+# ---- public ports and balancers --------------------------------------------------------------
+
+
+def _balancer(vpc: Vpc, name: str, field: str = "name") -> Balancer:
+    try:
+        return vpc.balancers[name]
+    except KeyError:
+        raise DomainError(field, f"no balancer named {name!r} in VPC {vpc.name}") from None
+
+
+def _targets(vpc: Vpc, specs: Sequence[str]) -> tuple[LbTarget, ...]:
+    """A balancer's targets: each a subnet of its VPC and a port, none twice."""
+    out: list[LbTarget] = []
+    for spec in specs:
+        subnet, _, port = spec.rpartition(":")
+        if subnet not in vpc.subnets:
+            raise DomainError("targets", f"{spec}: no subnet named {subnet!r} in VPC {vpc.name} "
+                                         "(a balancer's targets are subnets of its VPC)")
+        target = LbTarget(subnet=subnet, port=int(port))
+        if target in out:
+            raise DomainError("targets", f"{spec} is given twice")
+        out.append(target)
+    return tuple(out)
+
+
+def _check_host_port(state: State, vpc: Vpc, host_port: int, protocol: str) -> None:
+    """A host port is exposed once on a host, whichever VPC exposes it."""
+    key = port_key(host_port, protocol)
+    for other in state.vpcs.values():
+        e = other.exposures.get(key)
+        if other.host == vpc.host and e is not None:
+            raise DomainError("host_port", f"host port {key} is already exposed: it reaches "
+                                           f"{other.name}/{e.target}:{e.port}")
+
+
+def _expose(cmd: Expose, state: State) -> PortExposed:
+    vpc = _vpc(state, cmd.vpc, "vpc")
+    host_port = cmd.host_port or cmd.port
+    lb = vpc.balancers.get(cmd.target)
+    if lb is not None:
+        if cmd.protocol != "tcp":
+            raise DomainError("protocol", f"balancer {lb.name} balances tcp, not {cmd.protocol}")
+        if cmd.port != lb.port:
+            raise DomainError("port", f"balancer {lb.name} listens on port {lb.port}, not {cmd.port}")
+    else:
+        sub = _subnet(state, cmd.vpc, cmd.target, "target")
+        if not sub.public:
+            raise DomainError("target", f"subnet {sub.name} is private: only public subnets and "
+                                        "balancers are exposed (a private subnet is reached through "
+                                        f"a balancer: create-lb {vpc.name} NAME --port P --target "
+                                        f"{sub.name}:{cmd.port} --public {host_port})")
+    _check_host_port(state, vpc, host_port, cmd.protocol)
+    return PortExposed(vpc=vpc.name, host_port=host_port, protocol=cmd.protocol, target=cmd.target,
+                       balancer=lb is not None, port=cmd.port)
+
+
+def _unexpose(cmd: Unexpose, state: State) -> PortUnexposed:
+    vpc = _vpc(state, cmd.vpc, "vpc")
+    if port_key(cmd.host_port, cmd.protocol) not in vpc.exposures:
+        raise DomainError("host_port", f"host port {port_key(cmd.host_port, cmd.protocol)} is not "
+                                       f"exposed by VPC {vpc.name}")
+    return PortUnexposed(vpc=vpc.name, host_port=cmd.host_port, protocol=cmd.protocol)
+
+
+def _unexpose_all(vpc: Vpc, which: Callable[[Exposure], bool]) -> list[DomainEvent]:
+    return [PortUnexposed(vpc=vpc.name, host_port=e.host_port, protocol=e.protocol)
+            for _, e in sorted(vpc.exposures.items()) if which(e)]
+
+
+def _delete_subnet_services(vpc: Vpc, subnet: str) -> list[DomainEvent]:
+    """What goes with a subnet: its public ports. A subnet a balancer sends to stays until
+    the balancer no longer does (its connections would go nowhere)."""
+    for lb in sorted(vpc.balancers.values(), key=lambda b: b.name):
+        if any(t.subnet == subnet for t in lb.targets):
+            raise DomainError("name", f"subnet {subnet} is a target of balancer {lb.name}: "
+                                      f"set-lb-targets {vpc.name} {lb.name} without it, or delete-lb, "
+                                      "first")
+    return _unexpose_all(vpc, lambda e: not e.balancer and e.target == subnet)
+
+
+def _create_lb(cmd: CreateLb, state: State) -> list[DomainEvent]:
+    vpc = _vpc(state, cmd.vpc, "vpc")
+    _name_free(vpc, cmd.name, "balancer")
+    targets = _targets(vpc, cmd.targets)
+    key = naming.short_key(f"{vpc.name}/lb/{cmd.name}", {b.key for b in vpc.balancers.values()}, 6)
+    created = LoadBalancerCreated(vpc=vpc.name, name=cmd.name, key=key,
+                                  address=_balancer_address(vpc, cmd.address), port=cmd.port,
+                                  targets=targets)
+    if cmd.public is None:
+        return [created]
+    _check_host_port(state, vpc, cmd.public, "tcp")
+    return [created, PortExposed(vpc=vpc.name, host_port=cmd.public, protocol="tcp",
+                                 target=cmd.name, balancer=True, port=cmd.port)]
+
+
+def _balancer_address(vpc: Vpc, requested: str | None) -> str:
+    """The balancer's address: in the VPC, outside every subnet (so that a client sends to it
+    through the router, which balances), and no other balancer's. By default the highest
+    such address of the VPC's range."""
+    net = network(vpc.cidr)
+    spans = sorted(naming.span(s.cidr) for s in vpc.subnets.values())
+    taken = {b.address: b.name for b in vpc.balancers.values()}
+    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    if requested is not None:
+        a = int(ipaddress.IPv4Address(requested))
+        if not first <= a <= last:
+            raise DomainError("address", f"{requested} is not a host address of VPC {vpc.name} "
+                                         f"({vpc.cidr})")
+        for s in vpc.subnets.values():
+            lo, hi = naming.span(s.cidr)
+            if lo <= a <= hi:
+                raise DomainError("address", f"{requested} is in subnet {s.name} ({s.cidr}); a "
+                                             "balancer's address is outside every subnet")
+        if requested in taken:
+            raise DomainError("address", f"{requested} is the address of balancer {taken[requested]}")
+        return requested
+    a = last
+    while a >= first:
+        inside = next((lo for lo, hi in spans if lo <= a <= hi), None)
+        if inside is not None:
+            a = inside - 1
+        elif str(ipaddress.IPv4Address(a)) in taken:
+            a -= 1
+        else:
+            return str(ipaddress.IPv4Address(a))
+    raise DomainError("address", f"every address of VPC {vpc.name} ({vpc.cidr}) is in a subnet or "
+                                 "a balancer: a balancer needs one outside them")

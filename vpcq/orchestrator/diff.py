@@ -12,8 +12,11 @@ from vpcq.orchestrator.topology import (
     App,
     Bridge,
     HostChain,
+    HostPorts,
     LinkState,
     Netns,
+    ResolvConf,
+    Resolver,
     Resource,
     Route,
     Rules,
@@ -98,7 +101,8 @@ def fuse(steps: list[Step]) -> list[Step]:
 
 def _updatable(r: Resource) -> bool:
     # these are changed in place; everything else is deleted and created again
-    return isinstance(r, Sysctl | LinkState | Route | Rules | HostChain)
+    return isinstance(r, Sysctl | LinkState | Route | Rules | HostChain | HostPorts | ResolvConf
+                      | Resolver)
 
 
 def _dies_with(
@@ -106,8 +110,10 @@ def _dies_with(
 ) -> bool:
     """True when another step (a namespace or link removal) takes `r` with it."""
     match r:
-        case Netns() | App() | HostChain():
-            return False  # apps hold a namespace alive; host chains live on the host
+        case Netns() | App() | Resolver() | HostChain() | HostPorts() | ResolvConf():
+            # apps and resolvers hold a namespace alive; host chains live on the host, and a
+            # namespace's resolv.conf in /etc/netns
+            return False
         case Sysctl():
             return r.ns is None or r.ns in doomed  # host sysctls are left as they are
         case LinkState():

@@ -16,6 +16,11 @@ from vpcq.events.schema import (
     DriftRepaired,
     Envelope,
     FirewallApplied,
+    LoadBalancerCreated,
+    LoadBalancerDeleted,
+    LoadBalancerTargetsSet,
+    PortExposed,
+    PortUnexposed,
     SubnetAdded,
     SubnetDeleted,
     VpcCreated,
@@ -25,11 +30,23 @@ from vpcq.events.schema import (
     VpcsUnpeered,
 )
 from vpcq.orchestrator.naming import linknet_index
-from vpcq.orchestrator.state import CommandRecord, Peering, State, Status, Subnet, Vpc, pair
+from vpcq.orchestrator.state import (
+    Balancer,
+    CommandRecord,
+    Exposure,
+    Peering,
+    State,
+    Status,
+    Subnet,
+    Vpc,
+    pair,
+    port_key,
+)
 
 DomainEvent = (
     VpcCreated | SubnetAdded | SubnetDeleted | AppDeployed | AppStopped | FirewallApplied
     | VpcsPeered | VpcsUnpeered | VpcDeleted | VpcRestored
+    | LoadBalancerCreated | LoadBalancerTargetsSet | LoadBalancerDeleted | PortExposed | PortUnexposed
 )  # fmt: skip
 
 
@@ -145,7 +162,7 @@ class Folder:
     def _vpc_created(self, ev: VpcCreated, head: Header | None) -> None:
         self.vpcs[ev.name] = Vpc(
             ev.name, ev.cidr, ev.key, ev.router_ns, ev.interface, ev.uplink, ev.host_route, {}, (),
-            ev.host,
+            ev.host, ev.dns_upstream, {}, {},
         )
         self._linknet(ev.uplink.net)
         self._placed(head, ev)
@@ -183,6 +200,30 @@ class Folder:
         self.peerings.pop(pair(ev.a, ev.b), None)
         self._peer(ev.a, ev.b, add=False)
         self._peer(ev.b, ev.a, add=False)
+
+    def _lb_created(self, ev: LoadBalancerCreated, head: Header | None) -> None:
+        self._put_lb(ev.vpc, Balancer(ev.name, ev.key, ev.address, ev.port, ev.targets))
+
+    def _lb_targets_set(self, ev: LoadBalancerTargetsSet, head: Header | None) -> None:
+        self._put_lb(ev.vpc, self.vpcs[ev.vpc].balancers[ev.name].with_targets(ev.targets))
+
+    def _put_lb(self, name: str, lb: Balancer) -> None:
+        vpc = self.vpcs[name]
+        self.vpcs[name] = vpc.with_balancers({**vpc.balancers, lb.name: lb})
+
+    def _lb_deleted(self, ev: LoadBalancerDeleted, head: Header | None) -> None:
+        vpc = self.vpcs[ev.vpc]
+        self.vpcs[ev.vpc] = vpc.with_balancers({k: b for k, b in vpc.balancers.items() if k != ev.name})
+
+    def _port_exposed(self, ev: PortExposed, head: Header | None) -> None:
+        vpc = self.vpcs[ev.vpc]
+        e = Exposure(ev.host_port, ev.protocol, ev.target, ev.balancer, ev.port)
+        self.vpcs[ev.vpc] = vpc.with_exposures({**vpc.exposures, e.key: e})
+
+    def _port_unexposed(self, ev: PortUnexposed, head: Header | None) -> None:
+        vpc = self.vpcs[ev.vpc]
+        gone = port_key(ev.host_port, ev.protocol)
+        self.vpcs[ev.vpc] = vpc.with_exposures({k: e for k, e in vpc.exposures.items() if k != gone})
 
     def _vpc_deleted(self, ev: VpcDeleted, head: Header | None) -> None:
         self._drop_vpc(ev.name)
@@ -236,6 +277,11 @@ _ON: dict[type, Callable[[Folder, Any, Any], None]] = {
     VpcsUnpeered: Folder._unpeered,
     VpcDeleted: Folder._vpc_deleted,
     VpcRestored: Folder._vpc_restored,
+    LoadBalancerCreated: Folder._lb_created,
+    LoadBalancerTargetsSet: Folder._lb_targets_set,
+    LoadBalancerDeleted: Folder._lb_deleted,
+    PortExposed: Folder._port_exposed,
+    PortUnexposed: Folder._port_unexposed,
 }
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from vpcq.events.schema import (
     AppDeployed,
     FirewallApplied,
+    LoadBalancerCreated,
+    PortExposed,
     SubnetAdded,
     VpcCreated,
     VpcsPeered,
 )
 from vpcq.orchestrator.state import State, VpcView, view_of
 
-Genesis = VpcCreated | SubnetAdded | AppDeployed | FirewallApplied | VpcsPeered
+Genesis = (VpcCreated | SubnetAdded | AppDeployed | FirewallApplied | VpcsPeered | LoadBalancerCreated
+           | PortExposed)
 
 
 def genesis(state: State, vpc: str, live: State | None = None) -> list[Genesis]:
@@ -38,6 +41,7 @@ def genesis_of(view: VpcView, live: set[str] | None = None) -> list[Genesis]:
             uplink=v.uplink,
             host_route=v.host_route,
             host=v.host,
+            dns_upstream=v.dns_upstream,
         )
     ]
     for s in v.subnets.values():
@@ -60,6 +64,12 @@ def genesis_of(view: VpcView, live: set[str] | None = None) -> list[Genesis]:
             out.append(FirewallApplied(vpc=vpc, subnet=s.name, firewall=s.firewall))
         if s.app_port is not None:
             out.append(AppDeployed(vpc=vpc, subnet=s.name, port=s.app_port))
+    for b in v.balancers.values():
+        out.append(LoadBalancerCreated(vpc=vpc, name=b.name, key=b.key, address=b.address,
+                                       port=b.port, targets=b.targets))
+    for e in v.exposures.values():
+        out.append(PortExposed(vpc=vpc, host_port=e.host_port, protocol=e.protocol,
+                               target=e.target, balancer=e.balancer, port=e.port))
     for p in view.peerings:
         other = p.b if p.a == vpc else p.a
         if live is None or other in live:

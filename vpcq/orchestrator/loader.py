@@ -14,9 +14,9 @@ from vpcq.orchestrator.state import INITIAL, State
 SNAPSHOT_EVERY = 2000
 # Versioned: a snapshot of another layout is not read as this one's. 2: the state holds
 # pending commands only (finished ones leave it). 3: a pending command keeps its arguments.
-# 4: and the host that applies it.
-SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:4"
-OLD_SNAPSHOT_KEYS = tuple(f"{KEY_PREFIX}:snapshot{v}" for v in ("", ":2", ":3"))  # removed on write
+# 4: and the host that applies it. 5: a VPC has balancers, public ports and a DNS upstream.
+SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:5"
+OLD_SNAPSHOT_KEYS = tuple(f"{KEY_PREFIX}:snapshot{v}" for v in ("", ":2", ":3", ":4"))  # removed on write
 
 
 class StateLoader:

@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 
-from vpcq.events.schema import Firewall, LinkNet
+from vpcq.events.schema import Firewall, LbTarget, LinkNet
 
 Status = Literal["pending", "applied", "failed"]
 
 # Commands that remove things. A deletion goes forward: it is retried until the kernel holds
 # none of what it removes, never rolled back into re-creating it (AWS's "deleting" state,
 # Kubernetes finalizers), and never cancelled by an earlier change's failure.
-DELETIONS = frozenset({"delete-subnet", "delete-vpc", "unpeer-vpcs", "stop-app", "cleanup"})
+DELETIONS = frozenset({"delete-subnet", "delete-vpc", "unpeer-vpcs", "stop-app", "cleanup",
+                       "unexpose", "delete-lb"})
 
 
 def is_deletion(kind: str) -> bool:
@@ -52,6 +53,42 @@ class Subnet(NamedTuple):
 _NO_SUBNETS: Mapping[str, Subnet] = MappingProxyType({})
 
 
+class Balancer(NamedTuple):
+    """A load balancer: `address:port` in its VPC, spread over `targets`."""
+
+    name: str
+    key: str
+    address: str
+    port: int
+    targets: tuple[LbTarget, ...]
+
+    def with_targets(self, targets: tuple[LbTarget, ...]) -> Balancer:
+        return Balancer(self.name, self.key, self.address, self.port, targets)
+
+
+class Exposure(NamedTuple):
+    """A public port: connections to the host on `host_port` reach `port` of `target`."""
+
+    host_port: int
+    protocol: Literal["tcp", "udp"]
+    target: str  # a public subnet or a balancer of the VPC
+    balancer: bool
+    port: int
+
+    @property
+    def key(self) -> str:
+        return port_key(self.host_port, self.protocol)
+
+
+def port_key(host_port: int, protocol: str) -> str:
+    """How a VPC's exposures are keyed: "8080/tcp"."""
+    return f"{host_port}/{protocol}"
+
+
+_NO_BALANCERS: Mapping[str, Balancer] = MappingProxyType({})
+_NO_EXPOSURES: Mapping[str, Exposure] = MappingProxyType({})
+
+
 class Vpc(NamedTuple):
     name: str
     cidr: str
@@ -63,15 +100,30 @@ class Vpc(NamedTuple):
     subnets: Mapping[str, Subnet] = _NO_SUBNETS
     peers: tuple[str, ...] = ()  # names of the VPCs it is peered with
     host: str = "default"  # the host whose workers build it (their $VPCQ_HOST)
+    dns_upstream: str | None = None  # an address, "none", or None: the host's setting
+    balancers: Mapping[str, Balancer] = _NO_BALANCERS
+    exposures: Mapping[str, Exposure] = _NO_EXPOSURES  # by port_key
 
     # direct constructors: _replace costs several times more in a 100k-event fold
     def with_subnets(self, subnets: Mapping[str, Subnet]) -> Vpc:
         return Vpc(self.name, self.cidr, self.key, self.router_ns, self.interface, self.uplink,
-                   self.host_route, subnets, self.peers, self.host)
+                   self.host_route, subnets, self.peers, self.host, self.dns_upstream,
+                   self.balancers, self.exposures)
 
     def with_peers(self, peers: tuple[str, ...]) -> Vpc:
         return Vpc(self.name, self.cidr, self.key, self.router_ns, self.interface, self.uplink,
-                   self.host_route, self.subnets, peers, self.host)
+                   self.host_route, self.subnets, peers, self.host, self.dns_upstream,
+                   self.balancers, self.exposures)
+
+    def with_balancers(self, balancers: Mapping[str, Balancer]) -> Vpc:
+        return Vpc(self.name, self.cidr, self.key, self.router_ns, self.interface, self.uplink,
+                   self.host_route, self.subnets, self.peers, self.host, self.dns_upstream,
+                   balancers, self.exposures)
+
+    def with_exposures(self, exposures: Mapping[str, Exposure]) -> Vpc:
+        return Vpc(self.name, self.cidr, self.key, self.router_ns, self.interface, self.uplink,
+                   self.host_route, self.subnets, self.peers, self.host, self.dns_upstream,
+                   self.balancers, exposures)
 
 
 class Peering(NamedTuple):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from vpcq.orchestrator import naming, rules
+from vpcq.orchestrator import dns, naming, rules
 from vpcq.orchestrator.state import VpcView
 
 
@@ -148,7 +148,63 @@ class App:
         return ("app", self.ns, self.port)
 
 
-Resource = Netns | Sysctl | Bridge | Veth | LinkState | Addr | Route | Rules | HostChain | App
+@dataclass(frozen=True, slots=True)
+class HostPorts:
+    """One VPC's public ports on the host: a nat chain of DNATs to its router, and the jumps
+    to it for the host's own addresses (see rules.host_port_jumps)."""
+
+    chain: str
+    rules: tuple[str, ...]
+    jumped: bool = True  # False: seen with a jump to it missing
+    ns: None = None
+    rank = 8
+
+    @property
+    def key(self) -> tuple[str | None, ...]:
+        return ("hostports", self.chain)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvConf:
+    """/etc/netns/<ns>/resolv.conf, which `ip netns exec <ns>` binds over /etc/resolv.conf."""
+
+    ns: str
+    text: str
+    rank = 9
+
+    @property
+    def key(self) -> tuple[str | None, ...]:
+        return ("resolvconf", self.ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """A DNS server of a VPC, in its router: dnsmasq, configured by `text` alone."""
+
+    ns: str
+    name: str  # its role: dns.INTERNAL (forwards nowhere) or dns.PUBLIC
+    text: str
+    rank = 10
+
+    @property
+    def key(self) -> tuple[str | None, ...]:
+        return ("resolver", self.ns, self.name)
+
+
+Resource = (Netns | Sysctl | Bridge | Veth | LinkState | Addr | Route | Rules | HostChain | App
+            | HostPorts | ResolvConf | Resolver)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a plan takes from outside the log: observed, never decided, never recorded."""
+
+    dns_upstream: str | None = None  # the host's resolver, for public subnets (None: none)
+    # (VPC, balancer, "subnet:port") of targets failing their health checks
+    down: frozenset[tuple[str, str, str]] = frozenset()
+
+
+NO_FACTS = Facts()
 
 UNKNOWN = "?"  # the peer of a veth end seen alone (broken, or not vpcq's): Veth(ns, name, "?", "?")
 Topology = dict[tuple[object, ...], Resource]
@@ -162,10 +218,11 @@ def _add(t: Topology, *resources: Resource) -> None:
         t[r.key] = r
 
 
-def plan(views: Mapping[str, VpcView], default_if: str | None) -> Topology:
+def plan(views: Mapping[str, VpcView], default_if: str | None, facts: Facts = NO_FACTS) -> Topology:
     """The desired kernel objects of the given VPCs (an absent VPC wants nothing).
 
-    `default_if` is the host's internet interface for VPCs created without --interface.
+    `default_if` is the host's internet interface for VPCs created without --interface;
+    `facts`, the host's resolver and the balancers' targets that fail their checks.
     """
     t: Topology = {}
     for view in views.values():
@@ -187,12 +244,16 @@ def plan(views: Mapping[str, VpcView], default_if: str | None) -> Topology:
             Addr(None, up.a_if, up.a_addr, up.prefixlen),
             Addr(r, up.b_if, up.b_addr, up.prefixlen),
             Route(r, "default", up.a_addr, up.b_if),
-            Rules(r, rules.router_rules(view)),
+            Rules(r, rules.router_rules(view, facts.down)),
         )
         if v.host_route:
             _add(t, Route(None, v.cidr, up.b_addr, up.a_if))
         filt, nat = rules.host_rules(view, v.interface or default_if)
         _add(t, HostChain(rules.host_chain(v.key), up.a_if, filt, nat))
+        if v.exposures:
+            _add(t, HostPorts(rules.host_ports_chain(v.key), rules.host_port_rules(view)))
+        for role, text in dns.resolvers(view, facts.dns_upstream).items():
+            _add(t, Resolver(r, role, text))
         for s in v.subnets.values():
             _add(
                 t,
@@ -207,6 +268,7 @@ def plan(views: Mapping[str, VpcView], default_if: str | None) -> Topology:
                 Addr(s.netns, naming.SUBNET_IF, s.address, s.prefixlen),
                 Route(s.netns, "default", s.gateway, naming.SUBNET_IF),
                 Rules(s.netns, rules.subnet_rules(s)),
+                ResolvConf(s.netns, dns.resolv_conf(v, s)),
             )
             if s.app_port is not None:
                 _add(t, App(s.netns, s.app_port, v.name, s.name))

@@ -20,7 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vpcq.testing import probe
-from vpcq.testing.sandbox import INTERNET_IP, build_internet, sweep
+from vpcq.testing.sandbox import (
+    ETC_NETNS,
+    INTERNET_DNS,
+    INTERNET_IP,
+    INTERNET_NAME,
+    build_internet,
+    remove_resolv_conf,
+    serve_dns,
+    started_with,
+    sweep,
+)
 from vpcq.workers.kernel import netns
 
 VPC, OTHER = "my-vpc", "other-vpc"
@@ -47,6 +57,8 @@ class Demo:
             "VPCQ_HOME": str(home),
             "VPCQ_NETNS": self.host,
             "VPCQ_UPLINK": "inet0",
+            # the internet namespace's DNS server, never this machine's resolver
+            "VPCQ_DNS_UPSTREAM": INTERNET_DNS,
         }
         self.env.pop("VPCQ_REDIS_URL", None)
 
@@ -131,6 +143,8 @@ class Demo:
             self.check("port 22 is denied", lambda: not probe.tcp(self.host, "10.0.1.1", 22, 0.5))
         self.check("applying it again changes nothing", lambda: self.same_rules(rules))
 
+        self.services()
+
         print("\n== audit, drift, cleanup")
         self.check("vpcq log has the whole story", lambda: self.vpcq("log", "--vpc", VPC)
                    .stdout.count("ChangeApplied") >= 6)
@@ -139,8 +153,59 @@ class Demo:
         self.check("vpcq cleanup", lambda: self.ok("cleanup"))
         self.check("no VPC namespace is left", lambda: not [
             n for n in netns.list_names() if n.startswith((VPC, OTHER, f"vpcq_{VPC}", f"vpcq_{OTHER}"))])
+        self.check("no resolver and no /etc/netns file is left", lambda: not list(
+            ETC_NETNS.glob(f"{VPC}-*")) and not started_with(self.home / "dns"))
         self.check("no host chain or route is left", lambda: "VPCQ" not in probe.save(
             self.host, "iptables-save") and "10.0.0.0" not in probe.save(self.host, "ip", "route"))
+
+    def services(self) -> None:
+        print("\n== test 6: DNS, a public port, a load balancer")
+        print("$ ip netns exec my-vpc-web-subnet getent hosts db-subnet")
+        self.check("db-subnet resolves in web-subnet (search my-vpc.internal)",
+                   lambda: probe.getent(WEB, "db-subnet") == "10.0.2.1")
+        self.check(f"the public subnet resolves {INTERNET_NAME} through the internet's resolver",
+                   lambda: probe.getent(WEB, INTERNET_NAME) == INTERNET_IP)
+        self.check("the private subnet does not", lambda: probe.getent(DB, INTERNET_NAME) is None)
+        self.check("other-vpc (not peered) does not know my-vpc's names",
+                   lambda: probe.dns(APP, "10.1.1.254", "db-subnet.my-vpc.internal")[0] == "NXDOMAIN")
+        self.check("expose my-vpc web-subnet 8000 --host-port 8080",
+                   lambda: self.ok("expose", VPC, "web-subnet", "8000", "--host-port", "8080"))
+        self.check("the internet reaches it on the host's port 8080", lambda: "web-subnet" in (
+            probe.http(self.internet, "198.51.100.2", 8080) or ""))
+        self.check("a private subnet is refused, with the reason", lambda: self.vpcq(
+            "expose", VPC, "db-subnet", "8000").returncode == 2)
+        self.check("create-lb my-vpc web-lb --port 80 --target web-subnet:8000 --target db-subnet:8000",
+                   lambda: self.ok("create-lb", VPC, "web-lb", "--port", "80", "--target",
+                                   "web-subnet:8000", "--target", "db-subnet:8000"))
+        lb = probe.getent(WEB, "web-lb") or "10.0.255.254"
+        print(f"    web-lb.my-vpc.internal is {lb}")
+        self.check("40 connections to web-lb:80 are spread 20/20",
+                   lambda: self.spread(lb, 40) == {"web-subnet": 20, "db-subnet": 20})
+        self.check("stop-app in db-subnet: within 5 s every connection goes to web-subnet",
+                   lambda: self.ok("stop-app", VPC, "db-subnet") and self.within(
+                       5, lambda: set(self.spread(lb, 6)) == {"web-subnet"}))
+        self.vpcq("list")
+        self.check("deploy-app in db-subnet again: back in rotation within 5 s",
+                   lambda: self.ok("deploy-app", VPC, "db-subnet") and self.within(
+                       5, lambda: "db-subnet" in self.spread(lb, 6)))
+
+    def spread(self, lb: str, n: int) -> dict[str, int]:
+        """Which subnet's app answered each of n new connections from the host."""
+        counts: dict[str, int] = {}
+        for _ in range(n):
+            body = probe.http(self.host, lb, 80, timeout=1) or ""
+            who = next((s for s in ("web-subnet", "db-subnet") if s in body), "none")
+            counts[who] = counts.get(who, 0) + 1
+        return counts
+
+    def within(self, seconds: float, fn: Callable[[], bool]) -> bool:
+        start = time.monotonic()
+        while not fn():
+            if time.monotonic() - start > seconds:
+                return False
+            time.sleep(0.1)
+        print(f"    (after {time.monotonic() - start:.1f} s)")
+        return True
 
     def ok(self, *args: str) -> bool:
         return self.vpcq(*args).returncode == 0
@@ -166,6 +231,7 @@ def main() -> int:
     start = time.monotonic()
     try:
         build_internet(tok)
+        serve_dns(tok, home / "internet")
         demo.run()
     finally:
         demo.vpcq("down")
@@ -173,6 +239,8 @@ def main() -> int:
         for n in netns.list_names():
             if n.startswith((f"{VPC}-", f"{OTHER}-", f"vpcq_{VPC}", f"vpcq_{OTHER}")):
                 netns.remove(n)
+        for d in ETC_NETNS.glob(f"{VPC}-*") if ETC_NETNS.is_dir() else []:  # a cleanup cut short
+            remove_resolv_conf(d)
         shutil.rmtree(home, ignore_errors=True)
     print(f"\n(took {time.monotonic() - start:.1f} s)")
     print(f"{demo.passed} passed, {demo.failed} failed")

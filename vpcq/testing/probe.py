@@ -54,6 +54,52 @@ def http(ns: str, ip: str, port: int = 8000, timeout: float = 2.0) -> str | None
         s.close()
 
 
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+def dns(ns: str, server: str, name: str, timeout: float = 2.0) -> tuple[str, list[str]]:
+    """Ask `server` (from inside `ns`) for the A records of `name`: (rcode, addresses);
+    ("TIMEOUT", []) or ("UNREACHABLE", []) when nothing answers. A test's client, so that a
+    test can tell NXDOMAIN from REFUSED from no answer (getent cannot)."""
+    tid = int.from_bytes(os.urandom(2), "big")
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    query = struct.pack("!HHHHHH", tid, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+    s = _sock(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(query, (server, 53))
+        while True:
+            data, _ = s.recvfrom(4096)
+            if data[:2] == query[:2]:
+                break
+    except TimeoutError:
+        return "TIMEOUT", []
+    except OSError:
+        return "UNREACHABLE", []
+    finally:
+        s.close()
+    flags, _qd, an = struct.unpack("!HHH", data[2:8])
+    pos = 12 + len(qname) + 4
+    addrs = []
+    for _ in range(an):
+        while data[pos] and data[pos] < 0xC0:  # the owner name: labels, or a pointer
+            pos += data[pos] + 1
+        pos += 2 if data[pos] >= 0xC0 else 1
+        rtype, _cls, _ttl, size = struct.unpack("!HHIH", data[pos:pos + 10])
+        pos += 10
+        if rtype == 1 and size == 4:
+            addrs.append(socket.inet_ntoa(data[pos:pos + 4]))
+        pos += size
+    return RCODES.get(flags & 0xF, str(flags & 0xF)), addrs
+
+
+def getent(ns: str, name: str) -> str | None:
+    """`ip netns exec NS getent hosts NAME`, as a user types it: the address, or None."""
+    p = subprocess.run(["ip", "netns", "exec", ns, "getent", "hosts", name], capture_output=True,
+                       text=True, timeout=30)
+    return p.stdout.split()[0] if p.returncode == 0 and p.stdout.split() else None
+
+
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -152,6 +198,67 @@ def tcp_listener(ns: str, port: int) -> Iterator[None]:
     s.listen(16)
     with _serving(s, _accept):
         yield
+
+
+@contextmanager
+def whoami(ns: str, port: int, name: str) -> Iterator[None]:
+    """A TCP server inside `ns` for the duration of the block that answers every connection
+    with `name` and the address the connection came from, then closes it."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(128)
+
+    def answer(s: socket.socket) -> None:
+        conn, (peer, _) = s.accept()
+        try:
+            conn.sendall(f"{name} {peer}\n".encode())
+        finally:
+            conn.close()
+
+    with _serving(s, answer):
+        yield
+
+
+@contextmanager
+def talker(ns: str, port: int, name: str) -> Iterator[None]:
+    """A TCP server inside `ns` for the duration of the block that answers each line a
+    client sends with `name` and the line, for as long as the client keeps the connection
+    (one client at a time)."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(16)
+
+    def converse(s: socket.socket) -> None:
+        conn, _ = s.accept()
+        conn.settimeout(10)
+        with conn, conn.makefile("rwb") as f:
+            for line in f:
+                f.write(f"{name} {line.decode().strip()}\n".encode())
+                f.flush()
+
+    with _serving(s, converse):
+        yield
+
+
+def ask(ns: str, ip: str, port: int, timeout: float = 2.0, source: str | None = None) -> str | None:
+    """What a TCP server at ip:port says (from `ns`, from address `source` if given) before
+    it closes, or None."""
+    s = _sock(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if source is not None:
+            s.bind((source, 0))
+        s.connect((ip, port))
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        return data.decode().strip() or None
+    except OSError:
+        return None
+    finally:
+        s.close()
 
 
 def save(ns: str | None, *argv: str) -> str:

@@ -21,7 +21,7 @@ from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
 from vpcq.workers.cache import LogCache
 from vpcq.workers.faults import Faults
 from vpcq.workers.kernel.kernel import Kernel
-from vpcq.workers.locks import Locks
+from vpcq.workers.locks import Busy, Locks
 from vpcq.workers.reconciler import Reconciler
 
 
@@ -103,6 +103,25 @@ class Controller:
                 wake.update(c.vpcs)
         if wake:
             await self.queue.apply(self.cache.next_jobs(state, wake, settled), state.seq)
+
+    # ---- balancers' health ---------------------------------------------------------------------
+
+    async def follow_health(self, vpc: str) -> bool:
+        """Bring the balancer rotations of one of this host's VPCs in line with the observed
+        health of their targets. False if it cannot be done now: a change to the VPC is
+        pending or being applied (that change plans with the health too; ask again)."""
+        state = await self.cache.refresh()
+        if state.pending_for(vpc) or self.cache.host_of(vpc) != self.host:
+            return False
+        try:
+            async with self.locks.hold([vpc]) as lease:
+                state = await self.cache.refresh()
+                if state.pending_for(vpc):
+                    return False
+                await self.reconciler.follow_health(view_of(state, vpc), lease)
+        except Busy:
+            return False
+        return True
 
     # ---- drift and repair --------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from vpcq.events.store import EventStore
 from vpcq.orchestrator.state import State
 from vpcq.workers.controller import Controller, NotReady
 from vpcq.workers.faults import Faults
+from vpcq.workers.health import HealthChecker
 from vpcq.workers.kernel.kernel import Kernel
 from vpcq.workers.locks import Busy, Locks
 from vpcq.workers.reconciler import DeleteIncomplete
@@ -72,8 +73,8 @@ async def apply(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
 
 def build_controller(redis: Any, name: str) -> Controller:
     store = EventStore(redis, config.KEY_PREFIX)
-    run = config.paths().run
-    kernel = Kernel(config.paths().apps, run / "host-rules.lock", run / "rules")
+    p = config.paths()
+    kernel = Kernel(p.apps, p.run / "host-rules.lock", rules_dir=p.run / "rules", dns_dir=p.dns)
     return Controller(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name,
                       config.host_id(), Faults.from_env())
 
@@ -103,6 +104,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     if interval > 0:
         ctx["drift_timer"] = asyncio.create_task(_drift_timer(controller, interval))
     ctx["stall_watch"] = asyncio.create_task(_watch_stalls())
+    # every worker of the host runs one; the one that holds the host's lease checks
+    ctx["health"] = asyncio.create_task(HealthChecker(controller, ctx["redis"]).run())
     log.info("worker ready", seq=state.seq, queued=behind, host=controller.host)
 
 
@@ -133,9 +136,11 @@ def _mine(controller: Controller, state: State) -> list[tuple[str, str]]:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    for task in (ctx.get("drift_timer"), ctx.get("stall_watch")):
-        if task is not None:
-            task.cancel()
+    tasks = [t for t in (ctx.get("drift_timer"), ctx.get("stall_watch"), ctx.get("health")) if t]
+    for task in tasks:
+        task.cancel()
+    # the health checker may be changing a router's rules: let it end before the kernel closes
+    await asyncio.wait(tasks, timeout=5)
     controller: Controller | None = ctx.get("controller")
     if controller is not None:
         controller.kernel.close()

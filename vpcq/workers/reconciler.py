@@ -22,24 +22,37 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
+from pydantic import TypeAdapter, ValidationError
 
-from vpcq.errors import ConcurrencyError, KernelError, LockLost, VpcqError
-from vpcq.events.observed import Observed
+from vpcq.errors import ConcurrencyError, ConfigError, KernelError, LockLost, VpcqError
+from vpcq.events.commands import DnsUpstream
+from vpcq.events.observed import Observed, down_of
 from vpcq.events.schema import ChangeApplied, DriftRepaired, Envelope
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.diff import Step, diff, fuse
 from vpcq.orchestrator.failure import fail
 from vpcq.orchestrator.service import utc_now
 from vpcq.orchestrator.state import CommandRecord, State, VpcView, is_deletion, view_of
-from vpcq.orchestrator.topology import Rules, Sysctl, Topology, changed_namespaces, narrow, plan
+from vpcq.orchestrator.topology import (
+    Facts,
+    Netns,
+    Rules,
+    Sysctl,
+    Topology,
+    changed_namespaces,
+    narrow,
+    plan,
+)
 from vpcq.workers.cache import LogCache
 from vpcq.workers.faults import Fault, Faults
 from vpcq.workers.kernel.driver import Scope
 from vpcq.workers.kernel.kernel import Kernel
+from vpcq.workers.kernel.resolvers import host_resolver
 from vpcq.workers.locks import Lease
 
 log = structlog.get_logger("vpcq.reconciler")
 Views = Mapping[str, VpcView]
+_UPSTREAM: TypeAdapter[str] = TypeAdapter(DnsUpstream)
 
 
 class DeleteIncomplete(VpcqError):
@@ -71,7 +84,9 @@ class Reconciler:
         self.observed = Observed(store.redis)
         self._inet: str | None = None
         self._inet_known = False
-        self._plans: deque[tuple[tuple[Views, str | None], Topology]] = deque(maxlen=8)
+        self._upstream: str | None = None
+        self._upstream_known = False
+        self._plans: deque[tuple[tuple[Views, str | None, Facts], Topology]] = deque(maxlen=8)
 
     async def internet_if(self) -> str | None:
         """$VPCQ_UPLINK, else the interface of the host's default route (looked up once)."""
@@ -80,15 +95,35 @@ class Reconciler:
             self._inet_known = True
         return self._inet
 
-    def plan(self, views: Views, inet: str | None) -> Topology:
+    def dns_upstream(self) -> str | None:
+        """Where public subnets' resolvers send other names, unless their VPC says: the
+        host's setting $VPCQ_DNS_UPSTREAM (an address, or none), else the host's resolver
+        (read once)."""
+        if not self._upstream_known:
+            env = os.environ.get("VPCQ_DNS_UPSTREAM")
+            try:
+                chosen = _UPSTREAM.validate_python(env) if env else host_resolver()
+            except ValidationError as e:
+                msg = str(e.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+                raise ConfigError(f"VPCQ_DNS_UPSTREAM={env}: {msg}") from None
+            self._upstream = None if chosen == "none" else chosen
+            self._upstream_known = True
+        return self._upstream
+
+    async def facts(self, names: Sequence[str]) -> Facts:
+        """What the plan of these VPCs takes from outside the log: the host's resolver, and
+        the balancer targets whose last health check failed."""
+        return Facts(self.dns_upstream(), down_of(await self.observed.health(names)))
+
+    def plan(self, views: Views, inet: str | None, facts: Facts) -> Topology:
         """`plan`, remembered for the last few view sets: one job's target is usually the
         next job's `before`, and `now` is the target when nothing else is pending. Views are
         compared by value (a VPC's view is a new object after every event that names it)."""
-        for (seen, seen_inet), topology in self._plans:
-            if seen_inet == inet and seen == views:
+        for (seen, seen_inet, seen_facts), topology in self._plans:
+            if seen_inet == inet and seen_facts == facts and seen == views:
                 return topology  # shared: plans are never modified (narrow makes new ones)
-        topology = plan(views, inet)
-        self._plans.appendleft(((dict(views), inet), topology))
+        topology = plan(views, inet, facts)
+        self._plans.appendleft(((dict(views), inet, facts), topology))
         return topology
 
     # ---- commands ----------------------------------------------------------------------------
@@ -100,9 +135,10 @@ class Reconciler:
         time, so that the failing one is the one recorded."""
         names = sorted({v for c in group for v in c.vpcs})
         inet = await self.internet_if()
-        target = self.plan({v: self.cache.view_at(v, group[-1].last_seq) for v in names}, inet)
-        before = self.plan({v: self.cache.view_at(v, group[0].seq - 1) for v in names}, inet)
-        now = self.plan({v: view_of(state, v) for v in names}, inet)
+        facts = await self.facts(names)
+        target = self.plan({v: self.cache.view_at(v, group[-1].last_seq) for v in names}, inet, facts)
+        before = self.plan({v: self.cache.view_at(v, group[0].seq - 1) for v in names}, inet, facts)
+        now = self.plan({v: view_of(state, v) for v in names}, inet, facts)
         # look only where the change is: a new subnet does not need every other namespace of
         # its VPC dumped (drift elsewhere is what `repair` is for)
         where = changed_namespaces(before, target, now)
@@ -230,10 +266,32 @@ class Reconciler:
 
     async def _scope(self, desired: Views, also: Sequence[Views]) -> tuple[Topology, Scope]:
         inet = await self.internet_if()
-        target = plan(desired, inet)
+        facts = await self.facts(list(desired))
+        target = plan(desired, inet, facts)
         # the other views are most often the desired one again (a VPC as it is now, and as it
         # last existed, when nothing is pending): planned once, not once per view
-        return target, Scope.of(target, *(target if v == desired else plan(v, inet) for v in also))
+        return target, Scope.of(target, *(target if v == desired else plan(v, inet, facts)
+                                          for v in also))
+
+    # ---- balancers' health ---------------------------------------------------------------------
+
+    async def follow_health(self, view: VpcView, lease: Lease) -> int:
+        """Bring a VPC's balancer rotations in line with its targets' observed health: its
+        router's rules, planned with the health now, and nothing else. Health is observed
+        state: nothing is recorded in the log. Returns the steps taken."""
+        v = view.vpc
+        if v is None:
+            return 0
+        inet = await self.internet_if()
+        full = self.plan({v.name: view}, inet, await self.facts([v.name]))
+        target: Topology = {k: r for k, r in full.items()
+                            if isinstance(r, Netns | Rules) and r.ns == v.router_ns}
+        # what else is seen in the router is not this step's to change (nor to remove)
+        actual = {k: r for k, r in (await self.kernel.observe(Scope.of(target), target)).items()
+                  if k in target}
+        steps = diff(target, actual)
+        await self.run(steps, lease, None)
+        return len(steps)
 
     # ---- steps -----------------------------------------------------------------------------
 

@@ -16,7 +16,16 @@ from typing import Any, ClassVar, Protocol
 
 from vpcq.orchestrator.diff import Step
 from vpcq.orchestrator.rules import EMPTY_FILTER
-from vpcq.orchestrator.topology import HostChain, Netns, Resource, Rules, Sysctl, Topology, Veth
+from vpcq.orchestrator.topology import (
+    HostChain,
+    HostPorts,
+    Netns,
+    Resource,
+    Rules,
+    Sysctl,
+    Topology,
+    Veth,
+)
 from vpcq.workers.kernel.netlink import LinkInfo
 
 Before = Callable[[int, Step], Coroutine[Any, Any, None]]
@@ -29,6 +38,7 @@ class Scope:
     namespaces: frozenset[str] = frozenset()
     host_links: frozenset[str] = frozenset()
     host_chains: frozenset[str] = frozenset()
+    host_ports: frozenset[str] = frozenset()  # chains of the host's public ports
     rules_ns: frozenset[str] = frozenset()  # namespaces whose rule tables vpcq fills
     sysctls: frozenset[tuple[str | None, str]] = frozenset()
     veths: tuple[Veth, ...] = ()  # every pair planned
@@ -43,6 +53,7 @@ class Scope:
         namespaces: set[str] = set()
         host_links: set[str] = set()
         chains: set[str] = set()
+        ports: set[str] = set()
         rules_ns: set[str] = set()
         sysctls: set[tuple[str | None, str]] = set()
         veths: dict[tuple[object, ...], Veth] = {}
@@ -57,11 +68,13 @@ class Scope:
                                           if ns is None)
                     case HostChain():
                         chains.add(r.chain)
+                    case HostPorts():
+                        ports.add(r.chain)
                     case Rules() if r.text != EMPTY_FILTER:
                         rules_ns.add(r.ns)
                     case Sysctl():
                         sysctls.add((r.ns, r.name))
-        return cls(frozenset(namespaces), frozenset(host_links), frozenset(chains),
+        return cls(frozenset(namespaces), frozenset(host_links), frozenset(chains), frozenset(ports),
                    frozenset(rules_ns), frozenset(sysctls), tuple(veths.values()), frozenset(trusted))
 
 

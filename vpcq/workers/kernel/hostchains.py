@@ -1,6 +1,8 @@
 """The host's rules that vpcq owns: one chain per VPC (`VPCQ-<key>`, in filter and nat) and
-the jumps to it from FORWARD and POSTROUTING. Nothing else on the host is flushed, reordered
-or removed: other programs' rules (Docker's) keep their places."""
+the jumps to it from FORWARD and POSTROUTING; and for a VPC with public ports, a nat chain of
+its DNATs (`VPCQ-<key>-dnat`) and the jumps to it from PREROUTING and OUTPUT. Nothing else
+on the host is flushed, reordered or removed: other programs' rules (Docker's) keep their
+places."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vpcq.errors import KernelError
-from vpcq.orchestrator.rules import host_jumps
-from vpcq.orchestrator.topology import HostChain
+from vpcq.orchestrator.rules import host_jumps, host_port_jumps
+from vpcq.orchestrator.topology import HostChain, HostPorts
 from vpcq.workers.kernel import iptables, netns
 from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.hostrules import HostRules
@@ -27,7 +29,7 @@ class HostChains:
     """HostChain. The host's rules are read rarely (see HostRules) and changed under a lock
     this host's workers share; a cleanup's or a repair's chains go in one restore."""
 
-    kinds: ClassVar[tuple[type, ...]] = (HostChain,)
+    kinds: ClassVar[tuple[type, ...]] = (HostChain, HostPorts)
 
     def __init__(self, nl: Netlink, netlink: OnNetlink, lock: Path) -> None:
         self.nl = nl
@@ -40,15 +42,20 @@ class HostChains:
         pass
 
     async def observe(self, obs: Observation) -> None:
-        chains = obs.scope.host_chains
-        if not chains:
+        chains, ports = obs.scope.host_chains, obs.scope.host_ports
+        if not chains and not ports:
             return
         rs = self._ruleset(await self._read())
-        jumps = rs.jumps_to(chains)
+        jumps = rs.jumps_to(chains | ports)
         for chain in chains:
             f, n = tuple(rs.chain("filter", chain)), tuple(rs.chain("nat", chain))
             if f or n or jumps[chain]:
                 obs.put(HostChain(chain, _uplink(jumps[chain], chain), f, n))
+        nat = rs.tables.get("nat")
+        for chain in ports:
+            if jumps[chain] or (nat is not None and chain in nat.rules):
+                want = {f"{t}:{c} {rest}" for t, c, rest in host_port_jumps(chain)}
+                obs.put(HostPorts(chain, tuple(rs.chain("nat", chain)), jumped=want <= jumps[chain]))
 
     def _ruleset(self, text: str) -> Ruleset:
         """`text` parsed; the same text as last time is not parsed again (a warm host's rules
@@ -71,7 +78,7 @@ class HostChains:
     async def apply(self, run: Run) -> None:
         for n, step in enumerate(run.steps):
             await run.check(n, step)
-        chains = [s.resource for s in run.steps if isinstance(s.resource, HostChain)]
+        chains = [s.resource for s in run.steps if isinstance(s.resource, HostChain | HostPorts)]
         delete = run.steps[0].op == "delete"
 
         # the jump rules sit in one block, sorted by chain, so the host's tables are a function
@@ -81,9 +88,8 @@ class HostChains:
             key, text = self.host.read_here()  # what observe read, unless a rule changed since
             # a table vpcq brings into existence gets an owner tag, so that the last VPC's
             # teardown can remove the table too and leave `nft list ruleset` as it found it
-            doc = self._ruleset(text).setup(
-                {r.chain: {"filter": r.filter, "nat": r.nat} for r in chains},
-                [j for r in chains for j in host_jumps(r.chain, r.uplink)], OWNED)
+            doc = self._ruleset(text).setup({r.chain: _rules(r) for r in chains},
+                                            [j for r in chains for j in _jumps(r)], OWNED)
             self.host.restore_here(key, text, doc)
 
         # read, delete and drop emptied tables under the lock: two workers tearing down the
@@ -96,6 +102,15 @@ class HostChains:
             iptables.drop_tables_here(Ruleset.parse(self.host.read_here()[1]).emptied(OWNED))
 
         await locked(self.lock, teardown if delete else create)
+
+
+def _rules(r: HostChain | HostPorts) -> dict[str, tuple[str, ...]]:
+    """A host chain's rules by table (a public ports' chain is in nat alone)."""
+    return {"filter": r.filter, "nat": r.nat} if isinstance(r, HostChain) else {"nat": r.rules}
+
+
+def _jumps(r: HostChain | HostPorts) -> list[tuple[str, str, str]]:
+    return host_jumps(r.chain, r.uplink) if isinstance(r, HostChain) else host_port_jumps(r.chain)
 
 
 def _uplink(jumps: set[str], chain: str) -> str:

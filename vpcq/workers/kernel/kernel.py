@@ -12,13 +12,14 @@ apps) wait for processes and are awaited on the event loop, side by side across 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from vpcq.orchestrator.diff import Step
-from vpcq.orchestrator.topology import HostChain, Topology
+from vpcq.orchestrator.topology import HostChain, HostPorts, Topology
 from vpcq.workers.kernel.addresses import Addresses
 from vpcq.workers.kernel.apps import Apps
 from vpcq.workers.kernel.driver import Before, Driver, NetlinkDriver, Observation, Run, Scope
@@ -27,6 +28,8 @@ from vpcq.workers.kernel.links import Links
 from vpcq.workers.kernel.namespaces import Namespaces
 from vpcq.workers.kernel.netlink import Netlink
 from vpcq.workers.kernel.nsrules import NamespaceRules
+from vpcq.workers.kernel.resolvconf import ResolvConfs
+from vpcq.workers.kernel.resolvers import Resolvers
 from vpcq.workers.kernel.routes import Routes
 from vpcq.workers.kernel.sysctls import Sysctls
 
@@ -37,7 +40,8 @@ BATCH = 500  # steps carried out together at most
 class Kernel:
     """The only object that reads or changes the kernel: a dispatcher over the drivers."""
 
-    def __init__(self, apps_dir: Path, lock_path: Path, rules_dir: Path | None = None) -> None:
+    def __init__(self, apps_dir: Path, lock_path: Path, rules_dir: Path | None = None,
+                 dns_dir: Path | None = None) -> None:
         self.nl = Netlink()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="vpcq-netlink")
         self.rules = NamespaceRules(self.nl, self.netlink, rules_dir)
@@ -48,7 +52,12 @@ class Kernel:
         ]
         self.host_chains = HostChains(self.nl, self.netlink, lock_path)
         self.apps = Apps(apps_dir)
-        self.drivers: list[Driver] = [self.rules, self.host_chains, self.apps]
+        # the resolvers' files live beside the apps' (both under $VPCQ_HOME), made absolute:
+        # dnsmasq starts in /
+        dns_dir = Path(os.path.abspath(dns_dir or apps_dir.with_name("dns")))
+        self.resolvers = Resolvers(dns_dir)
+        self.drivers: list[Driver] = [self.rules, self.host_chains, self.apps, self.resolvers,
+                                      ResolvConfs()]
         self._netlink_kinds: dict[type, NetlinkDriver] = {
             k: d for d in self.netlink_drivers for k in d.kinds}
         self._kinds: dict[type, Driver] = {k: d for d in self.drivers for k in d.kinds}
@@ -118,7 +127,8 @@ class Kernel:
         def joins(s: Step) -> bool:
             if type(r0) in self._netlink_kinds:
                 return type(s.resource) in self._netlink_kinds
-            return isinstance(r0, HostChain) and isinstance(s.resource, HostChain) \
+            host = HostChain | HostPorts
+            return isinstance(r0, host) and isinstance(s.resource, host) \
                 and (s.op == "delete") == delete
 
         j = i + 1

@@ -89,19 +89,22 @@ class Ruleset:
 
     def setup(self, chains: Mapping[str, Mapping[str, Sequence[str]]],
               jumps: Iterable[tuple[str, str, str]], marker: str) -> str:
-        """A document (for --noflush) that declares each chain in filter and nat with its
-        rules (`chains[chain][table]`; a chain that exists is flushed first) and inserts the
+        """A document (for --noflush) that declares each chain in the tables it names (filter,
+        nat) with its rules (`chains[chain][table]`; a chain that exists is flushed first) and inserts the
         jumps (table, chain, rule) into each chain's block of vpcq jumps (`jump_inserts`). A
         table that does not exist yet gets `marker`, an empty chain that tells `emptied`
         the table is vpcq's to remove once nothing else is in it."""
         doc: list[str] = []
         jumps = list(jumps)
         for table in ("filter", "nat"):
+            mine = {chain: rules[table] for chain, rules in chains.items() if table in rules}
+            if not mine and not any(t == table for t, _, _ in jumps):
+                continue  # a table none of these chains lives in is left alone
             doc.append(f"*{table}")
             doc += [] if table in self.tables else [f":{marker} - [0:0]"]
-            for chain, rules in chains.items():
+            for chain, rules in mine.items():
                 doc.append(f":{chain} - [0:0]")
-                doc += [f"-A {chain} {rule}" for rule in rules.get(table, ())]
+                doc += [f"-A {chain} {rule}" for rule in rules]
             for chain in sorted({c for t, c, _ in jumps if t == table}):
                 new = [rest for t, c, rest in jumps if t == table and c == chain]
                 doc += [f"-I {chain} {pos} {rest}"
@@ -209,7 +212,7 @@ def _change(rules: list[str], op: str, rest: str) -> bool:
     return True
 
 
-_JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+)$")
+_JUMP = re.compile(r"-j (VPCQ-[0-9a-f]+(?:-dnat)?)$")
 
 
 def jump_inserts(rules: Iterable[str], new: Iterable[str]) -> list[tuple[int, str]]:
