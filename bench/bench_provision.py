@@ -12,8 +12,8 @@ The floor and the vpcq batches run in ROUNDS interleaved rounds, and each is rep
 best round (the least disturbed: this machine's speed drifts by 20% and more within minutes),
 with every round's figure and its ratio to the floor of the same round.
 Then: add-subnet latency on an idle system (p50/p99), worker memory with many subnets,
-rebuild after a simulated reboot, and a no-op reconcile (goals: vpcq >= 5x the tutorial's way,
-<= 2x the floor, p50 < 50 ms, p99 < 200 ms, RSS < 150 MB, no-op reconcile of 400 < 0.5 s).
+rebuild after a simulated reboot, and a no-op repair check (goals: vpcq >= 5x the tutorial's
+way, <= 2x the floor, p50 < 50 ms, p99 < 200 ms, RSS < 150 MB, no-op check of 400 < 0.5 s).
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ def main() -> None:
 
 
 def restore(inst: Instance, tok: str) -> None:
-    """Rebuild after a simulated reboot, and a no-op reconcile of 400 subnets."""
+    """Rebuild after a simulated reboot, and a no-op repair check of 400 subnets."""
     baseline = host_links(tok)
     inst.start(1)
     asyncio.run(inst.run(topology(tok, 25, 4)))
@@ -358,21 +358,17 @@ def restore(inst: Instance, tok: str) -> None:
         "import asyncio, os, time\n"
         "from vpcq.workers.kernel import netns\n"
         "netns.enter(os.environ['VPCQ_NETNS'])\n"
-        "from vpcq.workers.settings import make_engine\n"
+        "from vpcq.workers.process import make_controller\n"
         "async def main():\n"
-        "    engine, r = await make_engine('bench')\n"
-        "    await engine.cache.refresh()\n"
-        "    for label, full in (('no-op reconcile, first in the process', False),\n"
-        "                        ('no-op reconcile, again (warm)', False),\n"
+        "    controller, r = await make_controller('bench')\n"
+        "    await controller.cache.refresh()\n"
+        "    for label, full in (('no-op repair check, first in the process', False),\n"
+        "                        ('no-op repair check, again (warm)', False),\n"
         "                        ('drift check, reading every rule table', True)):\n"
         "        t0 = time.perf_counter()\n"
-        "        names = engine.cache.known()\n"
-        "        desired, scope = await engine._target(names, None)\n"
-        "        actual = await engine.kernel.observe(scope, desired, all_rules=full)\n"
-        "        from vpcq.orchestrator.diff import diff\n"
-        "        steps = diff(desired, actual)\n"
+        "        steps = await controller.drift(all_rules=full)\n"
         "        print(label, len(steps), time.perf_counter() - t0)\n"
-        "    engine.kernel.close(); await r.aclose()\n"
+        "    controller.kernel.close(); await r.aclose()\n"
         "asyncio.run(main())\n"
     )
     p = subprocess.run([sys.executable, "-c", code], env=inst.env, capture_output=True, text=True)

@@ -34,12 +34,15 @@ def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
 def test_help_shows_examples_and_every_command(env):
     p = run_cli(["--help"], env)
     assert p.returncode == 0
-    for name in [*MUTATIONS, "submit", "list", "log", "status", "replay", "up", "down", "worker"]:
+    for name in [*MUTATIONS, "submit", "list", "log", "status", "replay", "drift", "repair", "up",
+                 "down", "worker"]:
         assert name in p.stdout
+    assert "reconcile" not in p.stdout  # the old name of repair: it still works, unlisted
     assert "vpcq create-vpc my-vpc 10.0.0.0/16" in p.stdout
 
 
-@pytest.mark.parametrize("sub", [*MUTATIONS, "submit", "list", "log", "status", "replay", "up"])
+@pytest.mark.parametrize("sub", [*MUTATIONS, "submit", "list", "log", "status", "replay", "drift",
+                                 "repair", "up"])
 def test_every_sub_command_help_has_an_example(env, sub):
     p = run_cli([sub, "--help"], env)
     assert p.returncode == 0 and "example:" in p.stdout, p.stdout
@@ -152,6 +155,16 @@ def test_list_log_and_replay(env):
     assert "web-subnet" in run_cli(["log", "--vpc", "my-vpc"], env).stdout
     past = json.loads(run_cli(["replay", "--to", "2", "--json"], env).stdout)
     assert past["seq"] == 2 and past["vpcs"][0]["subnets"] == []
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["replay"], "`vpcq replay` needs --to SEQ: `vpcq list` shows the state now, and `vpcq repair` "
+                 "rebuilds the kernel from the log"),
+    (["replay", "--to", "2", "--dry-run"], "`vpcq drift --at SEQ` lists the steps"),
+])
+def test_what_replay_did_besides_replaying_is_refused_with_the_command_that_does_it(env, argv, says):
+    p = run_cli(argv, env)
+    assert p.returncode == 2 and says in one_line_error(p)
 
 
 def test_submit_runs_one_command_or_a_batch(env, tmp_path):

@@ -52,7 +52,7 @@ class Net:
             "VPCQ_REDIS_URL": self.redis_url,
             "VPCQ_NETNS": self.host,
             "VPCQ_UPLINK": "inet0",
-            "VPCQ_RESTORE_ON_START": "1",
+            "VPCQ_REPAIR_ON_START": "1",
         }
 
     def name(self, suffix: str) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 from vpcq.orchestrator.diff import Step
 from vpcq.orchestrator.topology import HostChain
 from vpcq.workers.kernel import iptables, netns
-from vpcq.workers.kernel.kernel import Kernel, Scope
+from vpcq.workers.kernel.driver import Scope
+from vpcq.workers.kernel.kernel import Kernel
 from vpcq.workers.kernel.ruleset import Ruleset
 
 

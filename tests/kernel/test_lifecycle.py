@@ -78,11 +78,11 @@ def test_applying_a_firewall_twice_gives_byte_identical_rules(worker: Net):
     assert "vpcq rule 1" in first
 
 
-def test_reconcile_of_an_unchanged_vpc_performs_no_step(worker: Net):
+def test_repair_of_an_unchanged_vpc_performs_no_step(worker: Net):
     scenario(worker)
     p = worker.vpcq("drift", "--json")
     assert p.returncode == 0 and p.stdout == "", p.stdout
-    p = worker.vpcq("reconcile", "--json")
+    p = worker.vpcq("repair", "--json")
     assert p.returncode == 0 and p.stdout == "", p.stdout
 
 

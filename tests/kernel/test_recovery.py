@@ -67,18 +67,20 @@ def test_worker_start_after_a_reboot_restores_everything(net: Net):
     assert "DriftRepaired" in net.vpcq("log").stdout
 
 
-def test_vpcq_replay_rebuilds_the_kernel_from_the_log(net: Net):
+def test_vpcq_repair_rebuilds_the_kernel_from_the_log(net: Net):
     net.start_worker()
     a, b = tutorial(net)
     reboot(net)
     assert net.vpcq("drift").returncode == 1
-    p = net.vpcq("replay")
+    p = net.vpcq("replay")  # what rebuilt it before `repair` had one name
+    assert p.returncode == 2 and "`vpcq repair` rebuilds the kernel" in p.stderr
+    p = net.vpcq("repair")
     assert p.returncode == 0, p.stderr
     assert net.vpcq("drift").returncode == 0
     checks(net, a, b)
 
 
-def test_drift_names_each_difference_and_reconcile_repairs_it(worker: Net):
+def test_drift_names_each_difference_and_repair_undoes_it(worker: Net):
     a, b = tutorial(worker)
     router = f"vpcq_{a}"
     veth = next(ln.split(":")[1].strip().split("@")[0]
@@ -97,14 +99,14 @@ def test_drift_names_each_difference_and_reconcile_repairs_it(worker: Net):
     assert f"update rules in {a}-web" in out
     assert f"create app 8000 in {b}-app" in out
     assert "delete addr" in out and "10.0.1.77" in out  # the foreign address on a vpcq bridge
-    p = worker.vpcq("reconcile")
+    p = worker.vpcq("repair")
     assert p.returncode == 0, p.stderr
     assert worker.vpcq("drift").returncode == 0
     checks(worker, a, b)
     assert probe.http(worker.host, "10.1.1.1") is not None
 
 
-def test_rollback_then_replay_dry_run_agree(worker: Net):
+def test_rollback_then_drift_at_its_target_agree(worker: Net):
     c = worker.client()
     v = worker.name("r")
     c.ok("create-vpc", name=v, cidr="10.3.0.0/16")
@@ -113,11 +115,11 @@ def test_rollback_then_replay_dry_run_agree(worker: Net):
     c.ok("add-subnet", vpc=v, name="db", cidr="10.3.2.0/24")
     c.ok("deploy-app", vpc=v, subnet="db")
     c.ok("apply-firewall", vpc=v, subnet="web", firewall={"ingress": [], "default": "deny"})
-    p = worker.vpcq("replay", "--to", str(seq), "--dry-run")
+    p = worker.vpcq("drift", "--at", str(seq))
     assert p.returncode == 1 and f"delete netns {v}-db" in p.stdout  # what a rollback will do
     p = worker.vpcq("rollback", v, "--to", str(seq))
     assert p.returncode == 0, p.stderr
-    p = worker.vpcq("replay", "--to", str(seq), "--dry-run")
+    p = worker.vpcq("drift", "--at", str(seq))
     assert p.returncode == 0, p.stdout  # the kernel now is the state at seq
     assert not netns.exists(f"{v}-db")
     state = c.state()
@@ -197,9 +199,10 @@ def test_a_namespace_removal_cut_short_is_finished_by_the_next_change(worker: Ne
     assert [n for n in netns.list_names() if v in n] == []
 
 
-def test_reconcile_waits_for_a_vpc_whose_lock_a_dead_worker_left(net: Net):
+def test_repair_waits_for_a_vpc_whose_lock_a_dead_worker_left(net: Net):
     """A worker killed in the middle of a change holds its VPC's lock until the lock lapses
-    (seconds): `vpcq reconcile` waits for it instead of failing."""
+    (seconds): `vpcq repair` waits for it instead of failing. (Typed by its old name,
+    `reconcile`, which still works.)"""
     import redis
 
     net.start_worker()
@@ -213,6 +216,7 @@ def test_reconcile_waits_for_a_vpc_whose_lock_a_dead_worker_left(net: Net):
         t0 = time.monotonic()
         p = net.vpcq("reconcile")
         assert p.returncode == 0, p.stderr
+        assert "`reconcile` is called `repair` now" in p.stderr
         assert time.monotonic() - t0 >= 1.0  # it did wait
         assert net.vpcq("drift").returncode == 0
     finally:

@@ -206,7 +206,7 @@ def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: 
 
     def make_old() -> int:
         make(["x0", "br0"])
-        known = nl.index(a, "br0")
+        known = nl.lookup(a, "br0", cached=True)
         nl.channel(b)  # a's socket is let go
         return known
 
@@ -218,7 +218,7 @@ def test_a_namespace_whose_socket_was_let_go_is_not_known_by_its_old_links(net: 
         netns.create(b)
         old_index = made_again_with_its_inode(a, make_old, make_new)
         nl.revalidate(a)  # what an observation does first
-        assert nl.index(a, "br0") == nl.lookup(a, "br0") != old_index
+        assert nl.lookup(a, "br0", cached=True) == nl.lookup(a, "br0") != old_index
     finally:
         nl.close()
         for ns in (a, b):

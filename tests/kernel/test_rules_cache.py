@@ -13,7 +13,8 @@ from tests.helpers import ROOT
 from tests.kernel.conftest import Net
 from tests.kernel.scenarios import FIREWALL, two_vpcs
 from vpcq.workers.kernel import iptables
-from vpcq.workers.kernel.kernel import Kernel, Scope
+from vpcq.workers.kernel.driver import Scope
+from vpcq.workers.kernel.kernel import Kernel
 
 pytestmark = pytest.mark.kernel
 

@@ -162,5 +162,5 @@ def test_apps_survive_a_worker_restart_and_are_restarted_if_they_die(net: Net):
     os.kill(pid, signal.SIGKILL)
     p = net.vpcq("drift")
     assert p.returncode == 1 and "create app" in p.stdout
-    assert net.vpcq("reconcile").returncode == 0
+    assert net.vpcq("repair").returncode == 0
     assert probe.http(net.host, "10.4.1.1") is not None

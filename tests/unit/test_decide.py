@@ -329,6 +329,39 @@ def test_cleanup_with_vpcs_on_several_hosts_names_the_host():
     assert events == [VpcDeleted(name="my-vpc"), VpcDeleted(name="other-vpc")]
 
 
+def test_decide_writes_the_host_each_command_is_applied_on():
+    edge_web = cmd("add-subnet", vpc="edge-vpc", name="web", cidr="10.0.1.0/24")
+    state = given(VPC, EDGE, edge_web)
+    assert decide(EDGE, given())[0].host == "edge-1"  # where it is made
+    assert decide(VPC, given())[0].host == "default"
+    assert decide(edge_web.model_copy(update={"name": "db", "cidr": "10.0.2.0/24"}),
+                  state)[0].host == "edge-1"  # where its VPC is
+    assert decide(cmd("delete-vpc", name="edge-vpc"), state)[0].host == "edge-1"  # where it was
+    assert decide(cmd("cleanup", host="edge-1"), state)[0].host == "edge-1"
+    assert decide(cmd("cleanup"), given())[0].host is None  # no VPC: nothing to apply
+    # deleted on one host and made again on another: each command names its own
+    gone = apply(state, cmd("delete-vpc", name="edge-vpc"))
+    again = EDGE.model_copy(update={"host": "edge-2"})
+    assert decide(again, gone)[0].host == "edge-2"
+    past = given(VPC)
+    now = apply(apply(past, cmd("delete-vpc", name="my-vpc")), again)
+    assert decide(cmd("rollback", vpc="my-vpc", to_seq=past.seq), now, past)[0].host == "default"
+
+
+def test_a_rollback_that_would_move_a_vpc_or_a_peering_between_hosts_is_refused():
+    past = given(EDGE)
+    moved = apply(apply(past, cmd("delete-vpc", name="edge-vpc")),
+                  EDGE.model_copy(update={"host": "default"}))
+    with pytest.raises(DomainError, match="edge-vpc is on host default now and was on edge-1"):
+        decide(cmd("rollback", vpc="edge-vpc", to_seq=past.seq), moved, past)
+    past = given(VPC, OTHER, cmd("peer-vpcs", a="my-vpc", b="other-vpc"))
+    peer_moved = apply(apply(past, cmd("delete-vpc", name="other-vpc")),
+                       OTHER.model_copy(update={"host": "edge-1"}))
+    rb = cmd("rollback", vpc="my-vpc", to_seq=past.seq)
+    with pytest.raises(DomainError, match="peered with a VPC that is on another host now"):
+        decide(rb, peer_moved, past)
+
+
 def test_interface_names_fit_for_32_character_names():
     long_vpc, long_sub = "v" * 32, "s" * 32
     state = given(cmd("create-vpc", name=long_vpc, cidr="10.0.0.0/16"),

@@ -279,3 +279,20 @@ def _v0_to_v1(event):
     event = dict(event)
     event["public"] = event.pop("subnet_type") == "public"
     return event
+
+
+def test_a_log_written_before_commands_named_their_host_folds_to_the_hosts_decide_chooses():
+    """tests/unit/fixtures/log_before_hosts.jsonl was written by vpcq at 6401e14: b made on
+    edge-1 and deleted; a made on edge-1, then (pending) deleted there, made again on the
+    default host and given a subnet; b rolled back to when it was on edge-1."""
+    lines = (FIXTURES / "log_before_hosts.jsonl").read_bytes().splitlines()
+    commits = [decode(line) for line in lines]
+    assert all(c.events[0].host is None for c in commits if c.events[0].type == "CommandAccepted")
+    state = fold_commits(INITIAL, commits)
+    hosts = {cid: (r.kind, r.host) for cid, r in state.commands.items()}
+    assert hosts == {"c5": ("delete-vpc", "edge-1"), "c6": ("create-vpc", "default"),
+                     "c7": ("add-subnet", "default"), "c8": ("rollback", "edge-1")}
+    # the same, folded one event at a time as a worker's cache does
+    envs = [env for c in commits for env in c.envelopes()]
+    assert fold(INITIAL, envs).commands == state.commands
+    assert load_state(dump_state(state)) == state

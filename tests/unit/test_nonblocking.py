@@ -113,3 +113,23 @@ def test_netlink_requests_that_wait_in_the_kernel_leave_the_loop_free(tmp_path: 
     assert took >= 0.9
     assert ticks >= 40, f"the loop ran {ticks} times in {took:.2f} s"
     assert slow.threads and not {"MainThread"} & slow.threads
+
+
+def test_an_observation_of_apps_reads_their_pid_files_off_the_loop(tmp_path: Path, monkeypatch):
+    """A no-op check of 100 VPCs looks for an app in 500 namespaces: a pid file and /proc
+    each, read on a thread, not on the loop that renews the VPC locks."""
+    from vpcq.workers.kernel.apps import Apps
+    from vpcq.workers.kernel.driver import Observation, Scope
+
+    threads: set[str] = set()
+
+    def running(self: Apps, ns: str) -> None:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.01)  # as if the disk were slow
+
+    monkeypatch.setattr(Apps, "running", running)
+    obs = Observation(Scope(), {})
+    obs.present = {f"ns{i}" for i in range(30)}
+    ticks, took = asyncio.run(_ticks_during(Apps(tmp_path).observe(obs)))
+    assert took >= 0.3 and threads and "MainThread" not in threads
+    assert ticks >= 15, f"the loop ran {ticks} times in {took:.2f} s"

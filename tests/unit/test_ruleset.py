@@ -164,3 +164,26 @@ def test_an_emptied_table_vpcq_made_is_told_from_one_that_holds_rules():
     used = made.replace("COMMIT", "-A PREROUTING -j DNAT --to-destination 10.0.0.1\nCOMMIT")
     assert Ruleset.parse(used).emptied("VPCQ-OWNED") == []
     assert Ruleset.parse(made.replace(":VPCQ-OWNED - [0:0]\n", "")).emptied("VPCQ-OWNED") == []
+
+
+def test_a_setup_declares_the_chains_and_puts_their_jumps_in_the_block_then_a_teardown_undoes_it():
+    host = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A FORWARD -i vqaaaaaau -j VPCQ-aaaaaa\n-A FORWARD -j DOCKER-USER\nCOMMIT\n")
+    rs = Ruleset.parse(host)
+    doc = rs.setup({"VPCQ-bbbbbb": {"filter": ["-s 10.0.0.0/16 -j ACCEPT"],
+                                    "nat": ["-s 10.0.0.0/16 -j MASQUERADE"]}},
+                   [("filter", "FORWARD", "-i vqbbbbbbu -j VPCQ-bbbbbb"),
+                    ("nat", "POSTROUTING", "-j VPCQ-bbbbbb")], "VPCQ-OWNED")
+    assert doc == ("*filter\n:VPCQ-bbbbbb - [0:0]\n-A VPCQ-bbbbbb -s 10.0.0.0/16 -j ACCEPT\n"
+                   "-I FORWARD 2 -i vqbbbbbbu -j VPCQ-bbbbbb\nCOMMIT\n"
+                   # no nat table on the host yet: the one made now is tagged as vpcq's
+                   "*nat\n:VPCQ-OWNED - [0:0]\n:VPCQ-bbbbbb - [0:0]\n"
+                   "-A VPCQ-bbbbbb -s 10.0.0.0/16 -j MASQUERADE\n"
+                   "-I POSTROUTING 1 -j VPCQ-bbbbbb\nCOMMIT\n")
+    after = rs.after(doc)
+    assert after is not None and after.chain("filter", "FORWARD") == [
+        "-i vqaaaaaau -j VPCQ-aaaaaa", "-i vqbbbbbbu -j VPCQ-bbbbbb", "-j DOCKER-USER"]
+    assert after.emptied("VPCQ-OWNED") == []
+    gone = after.after(after.teardown(["VPCQ-bbbbbb"]))
+    assert gone is not None and gone.emptied("VPCQ-OWNED") == ["nat"]
+    assert gone.chain("filter", "FORWARD") == rs.chain("filter", "FORWARD")

@@ -230,7 +230,7 @@ async def _wait(
     async def no_worker() -> None:
         """Say so at once when nothing can apply a command: no worker of its host is up."""
         await asyncio.sleep(min(NO_WORKER_GRACE, timeout))
-        hosts = [h for s in submitted if s.command_id not in outcomes for h in s.hosts]
+        hosts = [s.host for s in submitted if s.command_id not in outcomes and s.host]
         lead = "\n" if tty else ""  # off the progress bar's line
         for host, n in (await queue.listening(hosts)).items():
             if n == 0:
@@ -373,6 +373,7 @@ async def _status(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps({"command_id": rec.id, "kind": rec.kind, "status": rec.status,
                           "reason": rec.reason, "seq": rec.seq, "vpcs": list(rec.vpcs),
+                          "host": rec.host or None,
                           "actor": rec.actor, "time": rec.time,
                           "deleting": render.progress_json(progress) if deleting else None}))
     else:

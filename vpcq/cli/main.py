@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vpcq.cli.parser import UsageError, build
+from vpcq.cli.parser import RENAMED, REPLACED, UsageError, build
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,24 +21,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.cmd is None:
         parser.print_help()
         return 0
-    kernel_side = ns.cmd in ("worker", "drift", "reconcile") or (
-        ns.cmd == "replay" and (ns.dry_run or ns.to_seq is None)
-    )
-    if kernel_side:
+    if ns.cmd in RENAMED:
+        print(f"vpcq: note: `{ns.cmd}` is called `{RENAMED[ns.cmd]}` now", file=sys.stderr)
+        ns.cmd = RENAMED[ns.cmd]
+    if ns.cmd == "replay" and (ns.dry_run or ns.to_seq is None):
+        print(f"vpcq: error: {REPLACED['replay --dry-run' if ns.dry_run else 'replay']}",
+              file=sys.stderr)
+        return 2
+    if ns.cmd in ("worker", "drift", "repair"):
         # these read or change the kernel (pyroute2): run them in a fresh process, not this one
         if ns.cmd == "worker":
             rest = ["run"] + (["--burst"] if ns.burst else [])
-        elif ns.cmd == "replay":
-            # --dry-run: the plan to the state at SEQ; without it: rebuild the kernel from the log
-            rest = ["drift"] if ns.dry_run else ["repair"]
-            rest += ["--at", str(ns.to_seq)] if ns.dry_run and ns.to_seq is not None else []
-            rest += ["--json"] if ns.json else []
         else:
-            rest = ["drift" if ns.cmd == "drift" else "repair", *ns.vpcs]
+            rest = [ns.cmd, *ns.vpcs]
+            rest += ["--at", str(ns.at_seq)] if ns.cmd == "drift" and ns.at_seq is not None else []
             rest += ["--json"] if ns.json else []
         verbose = ["-v"] if ns.verbose else []
         os.execv(sys.executable, [sys.executable, "-m", "vpcq.workers", *verbose, *rest])
-    import asyncio  # imported late, as the rest: `vpcq --help` stays instant (asyncio: 50 ms)
+    import asyncio  # imported late, as the rest, so that `vpcq --help` stays instant
 
     from vpcq.cli import commands
     from vpcq.errors import VpcqError

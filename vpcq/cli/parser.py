@@ -147,22 +147,25 @@ def build() -> Parser:
     st = _cmd(sub, "status", "the fate of a command", "vpcq status 3f2a9c01d4e5b6a7")
     st.add_argument("command_id")
     st.add_argument("--json", action="store_true")
-    rp = _cmd(sub, "replay",
-              "with --to SEQ: the state as it was at SEQ; with --dry-run: the plan that would bring "
-              "the kernel there; alone: rebuild the kernel from the whole log (after a reboot)",
-              "vpcq replay --to 12   |   vpcq replay --to 12 --dry-run   |   vpcq replay")
-    rp.add_argument("--to", type=int, dest="to_seq", metavar="SEQ")
-    rp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    rp = _cmd(sub, "replay", "the state as it was right after event SEQ, folded from the log",
+              "vpcq replay --to 12 --json")
+    rp.add_argument("--to", type=int, dest="to_seq", metavar="SEQ", help="the event to stop at")
     rp.add_argument("--json", action="store_true")
+    rp.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)  # see REPLACED
 
-    dr = _cmd(sub, "drift", "list every difference between the log and the kernel (exit 1 if any)",
-              "vpcq drift my-vpc")
-    dr.add_argument("vpcs", nargs="*", metavar="VPC")
-    dr.add_argument("--json", action="store_true")
-    rc = _cmd(sub, "reconcile", "repair drift: bring the kernel back to the log's state",
-              "vpcq reconcile my-vpc")
-    rc.add_argument("vpcs", nargs="*", metavar="VPC")
-    rc.add_argument("--json", action="store_true")
+    dr = _cmd(sub, "drift", "list every step that would bring the kernel to the log's state, now "
+              "or right after event SEQ (exit 1 if there is any); changes nothing",
+              "vpcq drift my-vpc   |   vpcq drift --at 12")
+    dr.add_argument("vpcs", nargs="*", metavar="VPC", help="default: every VPC of this host")
+    dr.add_argument("--at", type=int, dest="at_seq", metavar="SEQ",
+                    help="compare with the state right after this event")
+    dr.add_argument("--json", action="store_true", help="one JSON step per line")
+    repair = "bring the kernel back to the log's state: undo drift, rebuild after a reboot"
+    for rc in (_cmd(sub, "repair", repair, "vpcq repair my-vpc"),
+               # its old name: it works, and is not listed (a sub-command without help=)
+               sub.add_parser("reconcile", description=repair, formatter_class=_fmt())):
+        rc.add_argument("vpcs", nargs="*", metavar="VPC", help="default: every VPC of this host")
+        rc.add_argument("--json", action="store_true", help="one JSON step per line")
 
     up = _cmd(sub, "up", "start the embedded Redis and N workers under a supervisor that keeps "
               "them running; idempotent: after any crash it brings back what is gone and says "
@@ -175,6 +178,18 @@ def build() -> Parser:
     w = _cmd(sub, "worker", "run one worker in the foreground", "vpcq worker")
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     return p
+
+
+# Old spellings, still typed from habit: what each became. `reconcile` still works (it says
+# so on stderr); `replay` without --to and `replay --dry-run` were other commands, so they
+# are refused with the one that does it now.
+RENAMED = {"reconcile": "repair"}
+REPLACED = {
+    "replay --dry-run": "`vpcq replay` has no --dry-run any more: `vpcq drift --at SEQ` lists "
+                        "the steps that would bring the kernel to the state at SEQ",
+    "replay": "`vpcq replay` needs --to SEQ: `vpcq list` shows the state now, and `vpcq repair` "
+              "rebuilds the kernel from the log (what a bare `vpcq replay` did)",
+}
 
 
 def command_dict(ns: argparse.Namespace) -> dict[str, Any]:

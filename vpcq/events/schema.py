@@ -139,6 +139,9 @@ class CommandAccepted(Frozen):
     args: dict[ArgKey, ArgText | int | bool | None]
     vpcs: tuple[Name, ...]
     events: Count  # how many domain events of this command follow it in the same append
+    # the host whose workers apply it, decided with it (None: it touches no VPC, or it was
+    # written before commands named their host; the fold then works it out as decide did)
+    host: Name | None = None
 
     def aggregates(self) -> tuple[str, ...]:
         return self.vpcs
@@ -400,7 +403,7 @@ class Commit(Frozen):
     """
 
     # Stored under one-letter keys: a replay parses every commit's header, and JSON parsing
-    # costs by the byte (the full names were 13% of the bytes of a 100k-event log).
+    # costs by the byte (the full names would be repeated in every commit).
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     seq: Seq = Field(0, alias="s")  # the first event's sequence number

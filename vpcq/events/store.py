@@ -106,11 +106,11 @@ _LATEST = max(SCHEMA_VERSIONS.values())
 def decode(data: bytes) -> Commit:
     """A commit read back from the log, its events upcast to today's schema.
 
-    The fast path hands the stored bytes straight to pydantic's JSON validator (about 3x
-    cheaper than json.loads plus validation), in strict mode: vpcq writes every field in its
-    own JSON type, and no lax coercion has to be tried (10% of a replay). A commit holding an
-    event stored under an older schema fails that or shows its version, and takes the slow
-    path, which upcasts and validates as laxly as any version was written.
+    The fast path hands the stored bytes straight to pydantic's JSON validator (no Python
+    objects for the JSON first, as json.loads plus validation makes), in strict mode: vpcq
+    writes every field in its own JSON type, so no lax coercion has to be tried. A commit
+    holding an event stored under an older schema fails that or shows its version, and takes
+    the slow path, which upcasts and validates as laxly as any version was written.
     """
     try:
         c = COMMIT.validate_json(data, strict=True)
@@ -298,8 +298,8 @@ def no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while a burst of acyclic objects is made.
 
     Decoding a long log allocates hundreds of thousands of objects, and every allocation
-    threshold crossed triggers a collection that walks all of them (measured: it more than
-    doubles a 100k-event replay). Events and states hold no reference cycles.
+    threshold crossed triggers a collection that walks all of them, over and over as the
+    burst grows. Events and states hold no reference cycles.
     """
     was = gc.isenabled()
     gc.disable()

@@ -115,8 +115,40 @@ def decide(command: Command, state: State, past: State | None = None) -> Decisio
         args=_args(command),
         vpcs=tuple(vpcs),
         events=len(events),
+        host=_applied_on(command, state, vpcs, events),
     )
     return [accepted, *events]
+
+
+def _applied_on(command: Command, state: State, vpcs: list[str],
+                events: Sequence[DomainEvent]) -> str | None:
+    """The host whose workers apply the command: where its VPCs are before it (a deletion is
+    applied where the VPC was) or after it (where one is made). A VPC is kernel objects on one
+    machine, so one command is applied by one host, and a command whose VPCs are on two is
+    refused (None: the command touches no VPC)."""
+    made: dict[str, str] = {}
+    for ev in events:
+        for g in ev.genesis if isinstance(ev, VpcRestored) else (ev,):
+            if isinstance(g, VpcCreated):
+                made[g.name] = g.host
+    hosts: list[str] = []
+    for v in vpcs:
+        known = state.vpcs.get(v)
+        for host in (known.host if known is not None else None, made.get(v)):
+            if host is not None and host not in hosts:
+                hosts.append(host)
+    if len(hosts) > 1:
+        if isinstance(command, Rollback):
+            now, then = state.vpcs.get(command.vpc), made.get(command.vpc)
+            if now is not None and then is not None and now.host != then:
+                raise DomainError("to", f"{command.vpc} is on host {now.host} now and was on "
+                                        f"{then} at {command.to_seq}: delete-vpc {command.vpc} "
+                                        "first, then roll back")
+            raise DomainError("to", f"at {command.to_seq}, {command.vpc} was peered with a VPC "
+                                    f"that is on another host now ({', '.join(hosts)})")
+        raise DomainError("host", f"it touches VPCs on {', '.join(hosts)}: one command is "
+                                  "applied by the workers of one host")
+    return hosts[0] if hosts else None
 
 
 def _args(command: Command) -> dict[str, str | int | bool | None]:
@@ -151,8 +183,8 @@ def _next_linknet(state: State) -> ipaddress.IPv4Network:
     """The next /30 link-net for an uplink or a peering.
 
     Every link-net ever allocated lies below the state's high-water mark, so the mark itself
-    is free until the pool wraps around: no scan of every VPC and peering (that scan was most
-    of a create-vpc decision on a log of 2,000 VPCs).
+    is free until the pool wraps around: no scan of every VPC and peering, whose cost would
+    grow with the log.
     """
     if state.linknet_hwm < naming.LINKNET_SLOTS:
         return naming.linknet_at(state.linknet_hwm)

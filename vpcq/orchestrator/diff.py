@@ -1,5 +1,5 @@
-"""diff(desired, actual) -> ordered steps: the one mechanism behind apply, rollback, restore,
-drift repair and delete. Pure."""
+"""diff(desired, actual) -> ordered steps: the one mechanism behind applying commands, undoing
+a failed one, rollback, repair (of drift, or after a reboot) and delete. Pure."""
 
 from __future__ import annotations
 

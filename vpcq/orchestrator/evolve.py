@@ -59,6 +59,7 @@ class Folder:
         self.commands = dict(state.commands)
         self.pending = dict.fromkeys(state.pending)
         self.linknet_hwm = state.linknet_hwm
+        self._unplaced: set[str] = set()  # old commands waiting for their VpcCreated
 
     def build(self) -> State:
         return State(
@@ -96,11 +97,26 @@ class Folder:
 
     def _accepted(self, ev: CommandAccepted, head: Header) -> None:
         cid = head.command_id
+        host = ev.host
+        if host is None and ev.vpcs:  # written before commands named their host: as decide
+            known = next((v for v in ev.vpcs if v in self.vpcs), None)  # would have chosen
+            host = self.vpcs[known].host if known is not None else None
+            if host is None:  # where its VPC is made, by the events that follow
+                self._unplaced.add(cid)
         self.commands[cid] = CommandRecord(
             cid, ev.kind, self.seq, self.seq + ev.events, ev.vpcs, "pending", None,
-            head.actor, head.time, head.correlation_id, ev.args,
+            head.actor, head.time, head.correlation_id, ev.args, host or "",
         )  # fmt: skip
         self.pending[cid] = None
+
+    def _placed(self, head: Header | None, made: VpcCreated) -> None:
+        """An old command with no host of its own is applied where its VPC is made."""
+        if not self._unplaced or head is None or head.command_id not in self._unplaced:
+            return
+        self._unplaced.discard(head.command_id)
+        rec = self.commands.get(head.command_id)
+        if rec is not None:
+            self.commands[head.command_id] = rec._replace(host=made.host)
 
     def _redecided(self, ev: CommandRedecided, head: Header) -> None:
         rec = self.commands.get(head.command_id)
@@ -118,8 +134,8 @@ class Folder:
 
     def _finished(self, command_id: str) -> None:
         """A finished command leaves the state, which holds the work still to do, not every
-        command ever given: that grew with the log (4 MB of snapshot, and 0.2 s of every CLI
-        call, at 32k commands). `vpcq status` finds a finished one in the log. A duplicate
+        command ever given (which would grow with the log, and every snapshot and CLI call
+        with it). `vpcq status` finds a finished one in the log. A duplicate
         outcome (a job may run twice) finds nothing to remove."""
         if self.commands.pop(command_id, None) is not None:
             self.pending.pop(command_id, None)
@@ -132,6 +148,7 @@ class Folder:
             ev.host,
         )
         self._linknet(ev.uplink.net)
+        self._placed(head, ev)
 
     def _subnet_added(self, ev: SubnetAdded, head: Header | None) -> None:
         vpc = self.vpcs[ev.vpc]
@@ -174,6 +191,8 @@ class Folder:
         self._drop_vpc(ev.vpc)
         for g in ev.genesis:
             self.domain(g)
+            if isinstance(g, VpcCreated):
+                self._placed(head, g)
 
     def _linknet(self, net: str) -> None:
         self.linknet_hwm = max(self.linknet_hwm, linknet_index(net) + 1)
@@ -230,7 +249,7 @@ def command_record(accepted: Commit, outcome: Commit | None) -> CommandRecord:
     reason = end.reason if isinstance(end, ChangeFailed) else None
     return CommandRecord(
         accepted.command_id, ev.kind, accepted.seq, accepted.seq + ev.events, ev.vpcs, status,
-        reason, accepted.actor, accepted.time, accepted.correlation_id,
+        reason, accepted.actor, accepted.time, accepted.correlation_id, ev.args, ev.host or "",
     )  # fmt: skip
 
 

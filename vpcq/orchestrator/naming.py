@@ -33,8 +33,8 @@ def span(cidr: str) -> tuple[int, int]:
 
 
 def overlap(a: str, b: str) -> bool:
-    """Whether two networks share an address: two integer comparisons, where
-    IPv4Network.overlaps cost 8 us (a batch of 100 create-vpc compared 5,000 pairs)."""
+    """Whether two networks share an address: two integer comparisons (a create-vpc compares
+    its CIDR with every VPC's, and IPv4Network.overlaps builds objects for each pair)."""
     (a0, a1), (b0, b1) = span(a), span(b)
     return a0 <= b1 and b0 <= a1
 

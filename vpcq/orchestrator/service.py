@@ -16,7 +16,7 @@ from vpcq.config import KEY_PREFIX
 from vpcq.errors import ConcurrencyError, DomainError
 from vpcq.events.commands import Command, Rollback
 from vpcq.events.jobs import JobQueue
-from vpcq.events.schema import ChangeApplied, Envelope
+from vpcq.events.schema import ChangeApplied, CommandAccepted, Envelope
 from vpcq.events.store import EventStore, no_gc
 from vpcq.orchestrator.decide import decide
 from vpcq.orchestrator.evolve import Folder
@@ -27,8 +27,9 @@ MAX_RETRIES = 200
 SNAPSHOT_EVERY = 2000
 # Versioned: a snapshot of another layout is not read as this one's. 2: the state holds
 # pending commands only (finished ones leave it). 3: a pending command keeps its arguments.
-SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:3"
-OLD_SNAPSHOT_KEYS = (f"{KEY_PREFIX}:snapshot", f"{KEY_PREFIX}:snapshot:2")  # removed on write
+# 4: and the host that applies it.
+SNAPSHOT_KEY = f"{KEY_PREFIX}:snapshot:4"
+OLD_SNAPSHOT_KEYS = tuple(f"{KEY_PREFIX}:snapshot{v}" for v in ("", ":2", ":3"))  # removed on write
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Submitted:
     first_seq: int
     last_seq: int
     vpcs: tuple[str, ...]
-    hosts: tuple[str, ...] = ()  # whose workers apply it: its VPCs' hosts, before and after
+    host: str = ""  # whose workers apply it, as decided ("": no VPC, nothing to apply)
 
 
 def utc_now() -> str:
@@ -135,7 +136,7 @@ class Orchestrator:
         for attempt in range(MAX_RETRIES):
             # one Folder for the whole batch: each command is decided on a view of the state
             # plus the commands before it, and folding it costs its own events, not a copy of
-            # every map of the state (a batch of n commands was O(n^2) in copies)
+            # every map of the state (which would make a batch quadratic in its commands)
             folder = Folder(await self.loader.load())
             state = folder.build()
             envelopes: list[Envelope] = []
@@ -162,7 +163,9 @@ class Orchestrator:
                     )
                     for j, ev in enumerate(events)
                 ]
-                if not events[0].aggregates():
+                accepted = events[0]
+                assert isinstance(accepted, CommandAccepted)  # decide's first event, always
+                if not accepted.vpcs:
                     # nothing for a worker to do (e.g. cleanup of an empty log): done now
                     envs.append(
                         Envelope(
@@ -174,23 +177,13 @@ class Orchestrator:
                             event=ChangeApplied(command_id=cid, vpcs=()),
                         )
                     )
-                mine: dict[tuple[str, str], None] = {}
-                for v in events[0].aggregates():  # where it is before the command (a deleted
-                    known = state.vpcs.get(v)     # VPC is gone after it) and after it (made)
-                    if known is not None:
-                        mine[v, known.host] = None
+                host = accepted.host or ""
+                if host:  # a command with VPCs always has one
+                    jobs.update(((v, host), None) for v in accepted.vpcs)
                 for env in envs:
                     folder.envelope(env)
-                for v in events[0].aggregates():
-                    known = folder.vpcs.get(v)
-                    if known is not None:
-                        mine[v, known.host] = None
-                jobs.update(mine)
                 state = folder.build()  # a view: decide never keeps it
-                results.append(Submitted(
-                    cid, seq + 1, seq + len(envs), events[0].aggregates(),
-                    tuple(dict.fromkeys(host for _v, host in mine)),
-                ))  # fmt: skip
+                results.append(Submitted(cid, seq + 1, seq + len(envs), accepted.vpcs, host))
                 seq += len(envs)
                 envelopes += envs
             try:

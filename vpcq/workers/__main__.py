@@ -1,6 +1,6 @@
 """`python -m vpcq.workers`: run a worker, or inspect and repair drift.
 
-The `vpcq worker`, `vpcq drift` and `vpcq reconcile` commands exec this module, so the CLI
+The `vpcq worker`, `vpcq drift` and `vpcq repair` commands exec this module, so the CLI
 process itself never imports pyroute2. With $VPCQ_NETNS set, everything runs as if that
 namespace were the host (used by the tests and the demo).
 """
@@ -37,7 +37,8 @@ def main() -> int:
         d = sub.add_parser(name)
         d.add_argument("vpcs", nargs="*")
         d.add_argument("--json", action="store_true")
-        d.add_argument("--at", type=int, help="compare with the state right after this event")
+        if name == "drift":
+            d.add_argument("--at", type=int, help="compare with the state right after this event")
     argv = sys.argv[1:]
     if not argv or argv[0].startswith("--"):
         argv = ["run", *argv]

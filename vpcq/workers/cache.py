@@ -59,19 +59,10 @@ class LogCache:
         v = self.last_view(vpc).vpc
         return v.host if v is not None else DEFAULT_HOST
 
-    def command_host(self, c: CommandRecord, vpc: str) -> str:
-        """The host that applies command `c` to `vpc`: the VPC's host before the command (a
-        deletion is applied where the VPC was), else after it (where it is made)."""
-        for seq in (c.seq - 1, c.last_seq):
-            v = self.view_at(vpc, seq).vpc
-            if v is not None:
-                return v.host
-        return self.host_of(vpc)
-
     def next_jobs(self, state: State, vpcs: Iterable[str], skip: Set[str] = frozenset()
                   ) -> list[tuple[str, str]]:
-        """(VPC, host) for each VPC's next job: the host of its first pending command (not
-        in `skip`: just settled), else the VPC's own host."""
+        """(VPC, host) for each VPC's next job: the host its first pending command (not in
+        `skip`: just settled) was decided to be applied on, else the VPC's own host."""
         wanted = set(vpcs)
         first: dict[str, CommandRecord] = {}
         for cid in state.pending:
@@ -80,8 +71,7 @@ class LogCache:
                 for v in c.vpcs:
                     if v in wanted:
                         first.setdefault(v, c)
-        return [(v, self.command_host(first[v], v) if v in first else self.host_of(v))
-                for v in sorted(wanted)]
+        return [(v, first[v].host if v in first else self.host_of(v)) for v in sorted(wanted)]
 
     def last_view(self, vpc: str) -> VpcView:
         """The VPC as it last existed (to find what it may have left in the kernel)."""

@@ -53,7 +53,7 @@ class Controller:
                 if repair and self.cache.host_of(vpc) == self.host:
                     await self.repair([vpc])
                 return settled
-            host = self.cache.command_host(pending[0], vpc)
+            host = pending[0].host
             if host != self.host:
                 # its next command is another host's (the VPC is made again there, or still
                 # to be deleted there): that host's workers apply it, and wake this one after
@@ -86,7 +86,7 @@ class Controller:
             return [first]
         group = []
         for c in pending:
-            if c.vpcs != (vpc,) or self.cache.command_host(c, vpc) != self.host:
+            if c.vpcs != (vpc,) or c.host != self.host:
                 break
             group.append(c)
         return group
@@ -106,14 +106,15 @@ class Controller:
 
     # ---- drift and repair --------------------------------------------------------------------
 
-    async def drift(self, names: Sequence[str] = (), at: int | None = None) -> list[Step]:
+    async def drift(self, names: Sequence[str] = (), at: int | None = None,
+                    all_rules: bool = True) -> list[Step]:
         """Every step that would bring the kernel to the log's state (now, or right after
-        event `at`) for this host's VPCs; nothing is applied."""
+        event `at`) for this host's VPCs; nothing is applied (see Reconciler.drift)."""
         state = await self.cache.refresh()
         names = self._mine(names)
         desired = ({v: view_of(state, v) for v in names} if at is None
                    else {v: self.cache.view_at(v, at) for v in names})
-        return await self.reconciler.drift(desired, self._also(state, names))
+        return await self.reconciler.drift(desired, self._also(state, names), all_rules)
 
     async def repair(self, names: Sequence[str] = ()) -> list[Step]:
         """Bring this host's VPCs back to the log's current state (after a reboot, a hand

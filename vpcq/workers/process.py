@@ -1,6 +1,7 @@
 """The worker process: arq's worker with one job kind, `apply(vpc)` (a VPC's pending
 commands, and with `repair` its drift); JSON payloads; short timeouts; woken by a message
-when a job is queued; and, at start, a restore of every VPC of its host."""
+when a job is queued; and, at start, a repair of every VPC of its host (a reboot empties the
+kernel, not the log)."""
 
 from __future__ import annotations
 
@@ -94,7 +95,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     behind = sorted({v for cid in state.pending for v in state.commands[cid].vpcs})
     start = secrets.token_hex(3)
     await queue.apply(controller.cache.next_jobs(state, behind), state.seq, tag=start)
-    if os.environ.get("VPCQ_RESTORE_ON_START", "1") == "1":
+    # (VPCQ_RESTORE_ON_START: the same, as older setups spell it)
+    if os.environ.get("VPCQ_REPAIR_ON_START", os.environ.get("VPCQ_RESTORE_ON_START", "1")) == "1":
         await queue.repair(_mine(controller, state), state.seq, tag=start)
     interval = float(os.environ.get("VPCQ_DRIFT_INTERVAL", "0"))
     if interval > 0:

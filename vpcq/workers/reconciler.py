@@ -35,7 +35,8 @@ from vpcq.orchestrator.state import CommandRecord, State, VpcView, view_of
 from vpcq.orchestrator.topology import Rules, Sysctl, Topology, changed_namespaces, narrow, plan
 from vpcq.workers.cache import LogCache
 from vpcq.workers.faults import Fault, Faults
-from vpcq.workers.kernel.kernel import Kernel, Scope
+from vpcq.workers.kernel.driver import Scope
+from vpcq.workers.kernel.kernel import Kernel
 from vpcq.workers.locks import Lease
 
 log = structlog.get_logger("vpcq.reconciler")
@@ -200,11 +201,12 @@ class Reconciler:
 
     # ---- drift -----------------------------------------------------------------------------
 
-    async def drift(self, desired: Views, also: Sequence[Views]) -> list[Step]:
+    async def drift(self, desired: Views, also: Sequence[Views], all_rules: bool = True) -> list[Step]:
         """Every step that would bring the kernel to `desired`; nothing is applied. `also`:
-        other views of the same VPCs, whose objects may be in the kernel too."""
+        other views of the same VPCs, whose objects may be in the kernel too. Without
+        `all_rules`, only the rule tables vpcq fills are read (as a change reads them)."""
         target, scope = await self._scope(desired, also)
-        return diff(target, await self.kernel.observe(scope, target, all_rules=True))
+        return diff(target, await self.kernel.observe(scope, target, all_rules=all_rules))
 
     async def repair(self, desired: Views, also: Sequence[Views], lease: Lease) -> list[Step]:
         """Bring the kernel to `desired` in one converge (so peered routers come up before

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from vpcq.orchestrator.topology import Addr
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
 
 

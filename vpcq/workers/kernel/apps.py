@@ -17,7 +17,7 @@ from typing import ClassVar
 from vpcq.errors import KernelError
 from vpcq.orchestrator.topology import App
 from vpcq.workers.kernel import netns
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 
 MODULE = "vpcq.workers.appserver"
 MARKER = "vpcq.workers.app"  # in an app's command line: also matches apps started before the rename
@@ -44,10 +44,13 @@ class Apps:
         pass
 
     async def observe(self, obs: Observation) -> None:
-        for ns in obs.namespaces:
-            app = self.running(ns)
+        if not obs.namespaces:
+            return
+        # a pid file and /proc for each namespace: read on a thread, all in one trip
+        found = await netns.arun_in(None, lambda: [self.running(ns) for ns in obs.namespaces])
+        for app in found:
             if app is not None:
-                obs.put(App(ns, app.port, app.vpc, app.subnet))
+                obs.put(App(app.ns, app.port, app.vpc, app.subnet))
 
     async def apply(self, run: Run) -> None:
         for n, step in enumerate(run.steps):
@@ -73,33 +76,36 @@ class Apps:
         return RunningApp(ns, pid, int(meta["port"]), meta["vpc"], meta["subnet"])
 
     async def start(self, ns: str, port: int, vpc: str, subnet: str) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Start the app in `ns` and wait until it has bound its port (on a thread in `ns`)."""
+        what = f"app :{port} in {ns}"
         argv = [
             sys.executable, "-m", MODULE, "--vpc", vpc, "--subnet", subnet,
             "--port", str(port), "--log", str(self.dir / f"{ns}.log"),
         ]  # fmt: skip
 
-        def spawn() -> subprocess.CompletedProcess[str]:
+        def spawn() -> None:
+            self.dir.mkdir(parents=True, exist_ok=True)
             # the intermediate exits as soon as the server is bound (or failed to bind)
-            return subprocess.run(argv, capture_output=True, text=True, timeout=20,
-                                  stdin=subprocess.DEVNULL)
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=20,
+                               stdin=subprocess.DEVNULL)
+            words = p.stdout.split()
+            if p.returncode != 0 or len(words) != 2 or words[0] != "READY":
+                reason = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+                raise KernelError("start", what, reason)
+            meta = {"pid": int(words[1]), "port": port, "vpc": vpc, "subnet": subnet}
+            self._pidfile(ns).write_text(json.dumps(meta))
 
         try:
-            p = await netns.arun_in(ns, spawn)
+            await netns.arun_in(ns, spawn)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise KernelError("start", f"app :{port} in {ns}", str(e)) from e
-        words = p.stdout.split()
-        if p.returncode != 0 or len(words) != 2 or words[0] != "READY":
-            reason = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
-            raise KernelError("start", f"app :{port} in {ns}", reason)
-        meta = {"pid": int(words[1]), "port": port, "vpc": vpc, "subnet": subnet}
-        self._pidfile(ns).write_text(json.dumps(meta))
+            raise KernelError("start", what, str(e)) from e
 
     async def stop(self, ns: str) -> None:
-        app = self.running(ns)
+        """Stop the app in `ns`, if one runs, and wait until it has exited."""
+        app = await netns.arun_in(None, lambda: self.running(ns))
         if app is not None:
             await _terminate(app.pid)
-        self._pidfile(ns).unlink(missing_ok=True)
+        await netns.arun_in(None, lambda: self._pidfile(ns).unlink(missing_ok=True))
 
 
 def _state(pid: int) -> str | None:

@@ -14,10 +14,10 @@ from vpcq.errors import KernelError
 from vpcq.orchestrator.rules import host_jumps
 from vpcq.orchestrator.topology import HostChain
 from vpcq.workers.kernel import iptables, netns
+from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.hostrules import HostRules
-from vpcq.workers.kernel.kernel import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
-from vpcq.workers.kernel.ruleset import Ruleset, jump_inserts
+from vpcq.workers.kernel.ruleset import Ruleset
 
 OWNED = "VPCQ-OWNED"  # marks a host table that vpcq created
 OnNetlink = Callable[..., Awaitable[Any]]
@@ -25,7 +25,7 @@ OnNetlink = Callable[..., Awaitable[Any]]
 
 class HostChains:
     """HostChain. The host's rules are read rarely (see HostRules) and changed under a lock
-    this host's workers share; a cleanup's or a restore's chains go in one restore."""
+    this host's workers share; a cleanup's or a repair's chains go in one restore."""
 
     kinds: ClassVar[tuple[type, ...]] = (HostChain,)
 
@@ -51,8 +51,12 @@ class HostChains:
 
     async def _read(self) -> str:
         """The host's rules: as last read while nothing has changed since, else read now."""
-        gen = await self.netlink(self.nl.generation, None) if iptables.nft_backend() else None
-        text = self.host.cached(gen)  # this thread is in the host namespace, as are the host's
+
+        def held() -> str | None:  # on the netlink thread, which is in the host namespace
+            gen = self.nl.generation(None) if iptables.nft_backend() else None
+            return self.host.cached(gen)
+
+        text = await self.netlink(held)
         return text if text is not None else await netns.arun_in(None, lambda: self.host.read_here()[1])
 
     async def apply(self, run: Run) -> None:
@@ -66,23 +70,12 @@ class HostChains:
         # the positions are read and used under a lock shared by this host's workers
         def create() -> None:
             key, text = self.host.read_here()  # what observe read, unless a rule changed since
-            rs = Ruleset.parse(text)
-            jumps = [j for r in chains for j in host_jumps(r.chain, r.uplink)]
-            doc = []
-            for table in ("filter", "nat"):
-                doc.append(f"*{table}")
-                # a table vpcq brings into existence gets an owner tag, so that the last VPC's
-                # teardown can remove the table too and leave `nft list ruleset` as it found it
-                doc += [] if table in rs.tables else [f":{OWNED} - [0:0]"]
-                for r in chains:
-                    doc.append(f":{r.chain} - [0:0]")
-                    doc += [f"-A {r.chain} {rule}" for rule in (r.filter if table == "filter" else r.nat)]
-                for chain in sorted({c for t, c, _ in jumps if t == table}):
-                    new = [rest for t, c, rest in jumps if t == table and c == chain]
-                    doc += [f"-I {chain} {pos} {rest}"
-                            for pos, rest in jump_inserts(rs.chain(table, chain), new)]
-                doc.append("COMMIT")
-            self.host.restore_here(key, text, "\n".join(doc) + "\n")
+            # a table vpcq brings into existence gets an owner tag, so that the last VPC's
+            # teardown can remove the table too and leave `nft list ruleset` as it found it
+            doc = Ruleset.parse(text).setup(
+                {r.chain: {"filter": r.filter, "nat": r.nat} for r in chains},
+                [j for r in chains for j in host_jumps(r.chain, r.uplink)], OWNED)
+            self.host.restore_here(key, text, doc)
 
         # read, delete and drop emptied tables under the lock: two workers tearing down the
         # last two VPCs at once must not both try to remove the same table

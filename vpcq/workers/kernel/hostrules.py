@@ -2,8 +2,7 @@
 
 The host holds every VPC's chains, so its `iptables-save` grows with the VPCs, where a
 restore does not. Each VPC change on the host needs the text (to observe its chain, and to
-place its jumps), so reading it every time made a batch's cost grow with the square of its
-VPCs.
+place its jumps): read every time, a batch's cost would grow with the square of its VPCs.
 
 The text is kept with the key it was read at: the host namespace's cookie and its nftables
 generation, which every committed rule change moves (vpcq's, another program's or a hand
@@ -23,7 +22,7 @@ import threading
 from pathlib import Path
 
 from vpcq.workers.kernel import iptables, wire
-from vpcq.workers.kernel.ruleset import Ruleset
+from vpcq.workers.kernel.ruleset import Ruleset, transactions
 
 Key = tuple[int, int]  # (cookie of the host's network namespace, nftables generation)
 
@@ -79,8 +78,7 @@ class HostRules:
         if key is None:
             return
         now = key_here()
-        tables = sum(1 for ln in doc.splitlines() if ln == "COMMIT")
-        if now == (key[0], key[1] + tables):
+        if now == (key[0], key[1] + transactions(doc)):
             after = Ruleset.parse(text).after(doc)
             if after is not None:
                 self._keep(now, after.render())

@@ -6,7 +6,7 @@ from typing import ClassVar, Protocol
 
 from vpcq.orchestrator.topology import Netns
 from vpcq.workers.kernel import netns
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
 
 

@@ -14,20 +14,24 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
-from pyroute2.netlink.rtnl import (
+from vpcq.errors import KernelError
+from vpcq.workers.kernel import netns, wire
+from vpcq.workers.kernel.wire import (
+    IFF_UP,
+    MAIN_TABLE,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    RT_SCOPE_NOWHERE,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWROUTE,
+    RTN_UNICAST,
+    RTPROT_STATIC,
 )
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP
-
-from vpcq.errors import KernelError
-from vpcq.workers.kernel import netns, wire
-from vpcq.workers.kernel.wire import MAIN_TABLE, RT_SCOPE_NOWHERE, RTN_UNICAST, RTPROT_STATIC
 
 T = TypeVar("T")
 GONE = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
@@ -189,9 +193,13 @@ class Netlink:
         return [(dst, gw, by_index[oif]) for dst, gw, oif in found
                 if gw is not None and oif in by_index]
 
-    def lookup(self, ns: str | None, name: str) -> int | None:
-        """The index of link `name`, None if there is none: one RTM_GETLINK by name, never a
-        cached answer (a dump would cost as much as the namespace has links)."""
+    def lookup(self, ns: str | None, name: str, cached: bool = False) -> int | None:
+        """The index of link `name`, None if there is none: one RTM_GETLINK by name (not a
+        dump, which costs as much as the namespace has links). With `cached`, the index last
+        seen (by a dump or a lookup) if there is one: for a request, which fails on a stale
+        index and then forgets it."""
+        if cached and (known := self._index.get(ns, {}).get(name)) is not None:
+            return known
         found = self._read(ns, f"link {name}", wire.Channel.link, name)
         if found is None:
             self._index.get(ns, {}).pop(name, None)
@@ -199,11 +207,9 @@ class Netlink:
         self._index.setdefault(ns, {})[name] = found.index
         return found.index
 
-    def index(self, ns: str | None, name: str) -> int:
-        """The index of link `name` for a request: as last seen, else looked up; a link that
-        is not there is an error."""
-        cached = self._index.get(ns, {}).get(name)
-        found = cached if cached is not None else self.lookup(ns, name)
+    def _index_for(self, ns: str | None, name: str) -> int:
+        """`lookup(cached=True)` for a request that names the link: it must be there."""
+        found = self.lookup(ns, name, cached=True)
         if found is None:
             raise KernelError("find", f"link {name} in {ns or 'host'}", "no such interface")
         return found
@@ -241,7 +247,7 @@ class Netlink:
         request). A pair that exists is set so."""
         own: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
         if up and master is not None:
-            own.append(("IFLA_MASTER", self.index(ns, master)))
+            own.append(("IFLA_MASTER", self._index_for(ns, master)))
         flag = IFF_UP if up else 0
         fd = None
         try:
@@ -280,7 +286,7 @@ class Netlink:
 
     def delete_links(self, ns: str | None, names: Collection[str]) -> None:
         """Delete several links of one namespace with one request. Deleting a link waits for
-        the kernel to be sure nothing uses it any more (synchronize_net: tens of ms each);
+        the kernel to be sure nothing uses it any more (synchronize_net, a grace period each);
         links deleted by group share that wait. The links are put in a group of their own
         first: a random number, so no link vpcq did not name is in it."""
         if len(names) < 2:
@@ -301,7 +307,7 @@ class Netlink:
         which a new namespace's `lo` and `eth0` would each have cost."""
         attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
         if master is not None:
-            attrs.append(("IFLA_MASTER", self.index(ns, master)))
+            attrs.append(("IFLA_MASTER", self._index_for(ns, master)))
         body = wire.link_body({"index": 0, "flags": IFF_UP, "change": IFF_UP}, attrs)
         try:
             self._change("set", f"{name} up", ns, RTM_NEWLINK, 0, body, set())
@@ -311,7 +317,7 @@ class Netlink:
             raise
 
     def add_addr(self, ns: str | None, dev: str, address: str, prefixlen: int) -> None:
-        body = wire.addr_body(self.index(ns, dev), address, prefixlen)
+        body = wire.addr_body(self._index_for(ns, dev), address, prefixlen)
         self._change("add", f"address {address}/{prefixlen} on {dev}", ns, RTM_NEWADDR, CREATE,
                      body, {errno.EEXIST})
 
@@ -322,7 +328,7 @@ class Netlink:
                          wire.addr_body(found, address, prefixlen), GONE)
 
     def replace_route(self, ns: str | None, dst: str, gateway: str, dev: str) -> None:
-        attrs: list[tuple[str, Any]] = [("RTA_GATEWAY", gateway), ("RTA_OIF", self.index(ns, dev))]
+        attrs: list[tuple[str, Any]] = [("RTA_GATEWAY", gateway), ("RTA_OIF", self._index_for(ns, dev))]
         fields = {"proto": RTPROT_STATIC, "type": RTN_UNICAST}
         self._change("set", f"route {dst} via {gateway}", ns, RTM_NEWROUTE,
                      NLM_F_CREATE | NLM_F_REPLACE, wire.route_body(dst, fields, attrs), set())

@@ -146,8 +146,9 @@ def _homed(fn: Callable[[], T]) -> Callable[[], T]:
 
 
 def _no_ipv6() -> None:
-    """vpcq is IPv4 only: no IPv6 in its namespaces (no link-local chatter, no DAD on every
-    link brought up, which made bringing a link up several times slower).
+    """vpcq is IPv4 only: no IPv6 in its namespaces (no link-local chatter, and no IPv6
+    address set up, with duplicate address detection, for every link brought up: work the
+    kernel does as part of the request that brings the link up).
 
     `all` alone: writing it sets `default` too (so links made later have IPv6 off), and
     each such write takes the rtnl lock with a trylock that restarts the system call until
@@ -164,14 +165,6 @@ def create(name: str) -> None:
     """Create a named namespace (like `ip netns add`); an existing one is left alone."""
     try:
         _in_thread(_creator(name))
-    except OSError as e:
-        raise KernelError("create", f"netns {name}", str(e)) from e
-
-
-async def acreate(name: str) -> None:
-    """`create` without blocking the event loop."""
-    try:
-        await _in_thread_async(_creator(name))
     except OSError as e:
         raise KernelError("create", f"netns {name}", str(e)) from e
 
@@ -224,11 +217,6 @@ def remove(name: str) -> None:
         pass
     except OSError as e:
         raise KernelError("remove", f"netns {name}", str(e)) from e
-
-
-async def aremove(name: str) -> None:
-    """`remove` without blocking the event loop (an unmount can wait on the kernel)."""
-    await _in_thread_async(lambda: remove(name))
 
 
 def run_in(name: str | None, fn: Callable[[], T]) -> T:

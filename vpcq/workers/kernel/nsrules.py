@@ -11,7 +11,7 @@ from vpcq.errors import KernelError
 from vpcq.orchestrator.rules import EMPTY_FILTER
 from vpcq.orchestrator.topology import Rules
 from vpcq.workers.kernel import iptables, netns
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class NamespaceRules:
 
     async def read(self, ns: str) -> str:
         """A namespace's rules as `iptables-save` prints them (normalised)."""
-        gen = await self.netlink(self.nl.generation, ns) if iptables.nft_backend() else None
+        gen = await self.netlink(self._generation, ns)
         if gen is None:
             return await iptables.save(ns) or EMPTY_FILTER
         # a namespace made again starts a new generation count
@@ -68,6 +68,11 @@ class NamespaceRules:
         if await self.netlink(self.nl.generation, ns) == gen:  # nothing changed while it was read
             self._seen[ns] = (seen, text)
         return text
+
+    def _generation(self, ns: str) -> int | None:
+        """The namespace's nftables generation, if iptables' changes move it (on the netlink
+        thread: finding out the first time runs `iptables -V`)."""
+        return self.nl.generation(ns) if iptables.nft_backend() else None
 
     def _identity(self, ns: str) -> int | None:
         """The namespace `ns` names now, None if it names none (on the netlink thread)."""

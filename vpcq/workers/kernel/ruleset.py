@@ -7,7 +7,7 @@ through it, and unit tests test it without a kernel.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
@@ -81,6 +81,28 @@ class Ruleset:
                         out[target].add(f"{name}:{chain} {rest}")
         return out
 
+    def setup(self, chains: Mapping[str, Mapping[str, Sequence[str]]],
+              jumps: Iterable[tuple[str, str, str]], marker: str) -> str:
+        """A document (for --noflush) that declares each chain in filter and nat with its
+        rules (`chains[chain][table]`; a chain that exists is flushed first) and inserts the
+        jumps (table, chain, rule) into each chain's block of vpcq jumps (`jump_inserts`). A
+        table that does not exist yet gets `marker`, an empty chain that tells `emptied`
+        the table is vpcq's to remove once nothing else is in it."""
+        doc: list[str] = []
+        jumps = list(jumps)
+        for table in ("filter", "nat"):
+            doc.append(f"*{table}")
+            doc += [] if table in self.tables else [f":{marker} - [0:0]"]
+            for chain, rules in chains.items():
+                doc.append(f":{chain} - [0:0]")
+                doc += [f"-A {chain} {rule}" for rule in rules.get(table, ())]
+            for chain in sorted({c for t, c, _ in jumps if t == table}):
+                new = [rest for t, c, rest in jumps if t == table and c == chain]
+                doc += [f"-I {chain} {pos} {rest}"
+                        for pos, rest in jump_inserts(self.chain(table, chain), new)]
+            doc.append("COMMIT")
+        return "\n".join(doc) + "\n"
+
     def teardown(self, chains: Collection[str]) -> str:
         """A document (for --noflush) removing chains and every rule that jumps to them, in
         every table where they exist; empty if there is nothing to remove."""
@@ -150,6 +172,11 @@ class Ruleset:
             elif not _change(t.rules[chain], op, rest):
                 return None
         return rs
+
+
+def transactions(doc: str) -> int:
+    """How many tables a restore document commits: each moves the nftables generation by one."""
+    return sum(1 for ln in doc.splitlines() if ln == "COMMIT")
 
 
 def _target(rule: str) -> str:

@@ -7,7 +7,7 @@ from typing import ClassVar
 from vpcq.errors import KernelError
 from vpcq.orchestrator.topology import Sysctl
 from vpcq.workers.kernel import netns
-from vpcq.workers.kernel.kernel import Observation, Run
+from vpcq.workers.kernel.driver import Observation, Run
 
 
 class Sysctls:
