@@ -124,6 +124,11 @@ class Firewall(Frozen):
         return self
 
 
+def _derives(value: str, expected: str, field: str) -> None:
+    if value != expected:
+        raise ValueError(f"{field} is {value!r}, not {expected!r} as vpcq names it")
+
+
 def _describe(r: Rule) -> str:
     return f"{r.protocol}{' port ' + r.port if r.port else ''}, {r.cidr or 'anywhere'}"
 
@@ -212,6 +217,15 @@ class VpcCreated(Frozen):
     host_route: bool  # False when the CIDR overlaps an existing VPC of its host
     host: Name = "default"  # the host whose workers build it (their $VPCQ_HOST)
 
+    @model_validator(mode="after")
+    def _derived(self) -> VpcCreated:
+        # the kernel names are the core's, derived from the name and the key: an event that
+        # names another object (someone else's namespace, another VPC's uplink) is refused
+        _derives(self.router_ns, f"vpcq_{self.name}", "router_ns")
+        _derives(self.uplink.a_if, f"vq{self.key}u", "uplink.a_if")
+        _derives(self.uplink.b_ns, self.router_ns, "uplink.b_ns")
+        return self
+
     def aggregates(self) -> tuple[str, ...]:
         return (self.name,)
 
@@ -229,6 +243,14 @@ class SubnetAdded(Frozen):
     gateway: Address  # last host address
     address: Address  # first host address
     prefixlen: SubnetPrefix
+
+    @model_validator(mode="after")
+    def _derived(self) -> SubnetAdded:
+        _derives(self.netns, f"{self.vpc}-{self.name}", "netns")
+        _derives(self.bridge, f"vb-{self.key}", "bridge")
+        _derives(self.veth, f"vs-{self.key}", "veth")
+        _derives(str(self.prefixlen), self.cidr.rpartition("/")[2], "prefixlen")
+        return self
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -280,6 +302,12 @@ class VpcsPeered(Frozen):
     a_cidr: VpcNetwork
     b_cidr: VpcNetwork
     link: LinkNet  # a side in a's router, b side in b's router
+
+    @model_validator(mode="after")
+    def _derived(self) -> VpcsPeered:
+        _derives(self.link.a_ns or "", f"vpcq_{self.a}", "link.a_ns")
+        _derives(self.link.b_ns, f"vpcq_{self.b}", "link.b_ns")
+        return self
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.a, self.b)
@@ -413,6 +441,12 @@ class Commit(Frozen):
     time: Time = Field(alias="t")
     versions: tuple[Version, ...] = Field(alias="v", min_length=1)  # each event's, as stored
     events: tuple[Event, ...] = Field(alias="e", min_length=1)
+
+    @model_validator(mode="after")
+    def _one_version_each(self) -> Commit:
+        if len(self.versions) != len(self.events):
+            raise ValueError(f"{len(self.events)} events but {len(self.versions)} versions")
+        return self
 
     @property
     def last(self) -> int:

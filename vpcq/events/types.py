@@ -176,22 +176,25 @@ class Shown:
     (JSON can only write one escaped). Half the patterns of a replay are these.
     """
 
-    def __init__(self, pattern: str, max_length: int) -> None:
+    def __init__(self, pattern: str, max_length: int, min_length: int = 1) -> None:
         self.pattern = pattern
         self.max_length = max_length
+        self.min_length = min_length  # what the pattern requires, so both ways agree
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.json_or_python_schema(
-            json_schema=core_schema.str_schema(max_length=self.max_length, min_length=1),
-            python_schema=core_schema.str_schema(pattern=self.pattern, max_length=self.max_length),
+            json_schema=core_schema.str_schema(max_length=self.max_length,
+                                               min_length=self.min_length),
+            python_schema=core_schema.str_schema(pattern=self.pattern, max_length=self.max_length,
+                                                 min_length=self.min_length),
         )
 
 
 Time = Annotated[str, Shown(TIME, 40)]
 Actor = Annotated[str, Shown(ACTOR, 320)]
-Text = Annotated[str, Shown(TEXT, 2000)]  # one line, shown as is
+Text = Annotated[str, Shown(TEXT, 2000, 0)]  # one line, shown as is
 ArgKey = Annotated[str, Shown(ARG_KEY, 32)]
-ArgText = Annotated[str, Shown(TEXT, 300)]
+ArgText = Annotated[str, Shown(TEXT, 300, 0)]
 SubnetRef = Annotated[str, StringConstraints(pattern=SUBNET_REF)]
 
 # ---- helpers for the edges ----------------------------------------------------------------------
@@ -212,10 +215,11 @@ def is_name(value: str) -> bool:
 
 
 def plain_json(data: bytes) -> bool:
-    """Whether a JSON text is ASCII and holds no backslash: then none of its strings holds a
-    control or format character (JSON writes those escaped), and a `Shown` string read from
-    it is safe to show. Cheap: two scans of the bytes in C."""
-    return data.isascii() and b"\\" not in data
+    """Whether a JSON text is ASCII, holds no backslash and no DEL: then none of its strings
+    holds a control or format character (JSON writes those below 0x20 escaped, and the parser
+    refuses them raw; DEL, 0x7f, it lets through raw), and a `Shown` string read from it is
+    safe to show. Cheap: three scans of the bytes in C."""
+    return data.isascii() and b"\\" not in data and b"\x7f" not in data
 
 
 _HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp"))
