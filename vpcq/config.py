@@ -82,5 +82,14 @@ def redis_url(p: Paths | None = None) -> str:
 
 
 def describe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return url.split("?", 1)[0] if url.startswith("unix://") else url.split("@")[-1]
+    """The URL without its password, for messages: no user info (`user:pass@`), no query
+    (`?password=`), whatever the scheme; and printable (a URL is shown in one line)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    head, slash, path = rest.partition("/")
+    if "@" in head:
+        head = "***@" + head.rsplit("@", 1)[1]
+    shown = f"{scheme}{sep}{head}{slash}{path}"
+    return "".join(ch if ch.isprintable() else "?" for ch in shown)[:200]

@@ -19,8 +19,8 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
 from vpcq import config, logs
-from vpcq.cli import embedded, render
-from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words
+from vpcq.cli import embedded, files, render
+from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words, seconds
 from vpcq.errors import ConfigError, DomainError
 from vpcq.events.commands import Command, parse_command, parse_firewall
 from vpcq.events.connection import connect, unreachable
@@ -28,17 +28,24 @@ from vpcq.events.jobs import JobQueue
 from vpcq.events.observed import Observed
 from vpcq.events.schema import ChangeApplied, ChangeFailed
 from vpcq.events.store import EventStore
+from vpcq.events.types import is_actor, show
 from vpcq.orchestrator.decide import is_deletion
 from vpcq.orchestrator.evolve import command_record
 from vpcq.orchestrator.service import Orchestrator, StateLoader, Submitted
 
 
 def actor() -> str:
+    """Who the log says did it: $LOGNAME (or the others getpass reads) @ the host name. A
+    name holding a space or a control character would forge words or lines in `vpcq log`."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    who = f"{user}@{socket.gethostname()}"
+    if not is_actor(who):
+        raise DomainError("actor", f"{show(who)} (from $LOGNAME, $USER or the host name) holds "
+                                   "a space or a control character")
+    return who
 
 
 @asynccontextmanager
@@ -79,17 +86,25 @@ async def _dispatch(ns: argparse.Namespace) -> int:
 
 
 def _command_from(d: dict[str, Any]) -> Command:
-    if d["kind"] == "apply-firewall" and "file" in d:  # else its rules are in d["firewall"]
-        path = d.pop("file")
-        try:
-            text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115
-            data = json.loads(text)
-        except OSError as e:
-            raise DomainError("file", f"cannot read {path}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise DomainError("file", f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
-        d["firewall"], d["file_subnet"] = parse_firewall(data)
+    if d["kind"] == "apply-firewall":
+        # the rules of a file, or of a JSON batch item, pass the same checks
+        if "file" in d:
+            path = d.pop("file")
+            d["firewall"], d["file_subnet"] = parse_firewall(_json(path, files.read_text(path)))
+        elif isinstance(d.get("firewall"), dict):
+            d["firewall"], subnet = parse_firewall(d["firewall"])
+            d.setdefault("file_subnet", subnet)
     return parse_command(d)
+
+
+def _json(path: str, text: str) -> Any:
+    """A file's JSON; deep nesting is one line too, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DomainError("file", f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise DomainError("file", f"{path} is JSON nested too deep") from None
 
 
 def _batch(text: str) -> tuple[list[Command], list[str]]:
@@ -118,6 +133,8 @@ def _json_batch(text: str) -> tuple[list[Command], list[str]]:
         err = DomainError("file", f"not a JSON list ({e.msg})")
         err.where = f"line {e.lineno}"
         raise err from None
+    except RecursionError:
+        raise DomainError("file", "a JSON list nested too deep") from None
     if not isinstance(items, list):
         raise DomainError("file", "a batch that starts with '[' must be a JSON list")
     out: list[Command] = []
@@ -156,7 +173,7 @@ def _placed(where: str, make: Callable[[T], Command], arg: T) -> Command:
 
 async def _submit_cmd(ns: argparse.Namespace) -> int:
     if ns.file:
-        text = sys.stdin.read() if ns.file == "-" else _read(ns.file)
+        text = files.read_text(ns.file)
         commands, places = _batch(text)
         if not commands:
             raise DomainError("file", "no commands in the batch")
@@ -164,21 +181,13 @@ async def _submit_cmd(ns: argparse.Namespace) -> int:
     # the wait flags may follow the command's own words: `submit create-vpc a 10.0.0.0/16 --no-wait`
     extra = Parser(add_help=False)
     extra.add_argument("--no-wait", action="store_true")
-    extra.add_argument("--timeout", type=float)
+    extra.add_argument("--timeout", type=seconds)
     extra.add_argument("--json", action="store_true")
     flags, words = extra.parse_known_args(ns.words)
     ns.no_wait = ns.no_wait or flags.no_wait
     ns.json = ns.json or flags.json
     ns.timeout = flags.timeout if flags.timeout is not None else ns.timeout
     return await _submit(ns, [_command_from(parse_words(words))])
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError as e:
-        raise DomainError("file", f"cannot read {path}: {e.strerror}") from None
 
 
 # ---- submit and wait -------------------------------------------------------------------------

@@ -32,7 +32,11 @@ TIMEOUT = 5.0
 
 async def connect(url: str, *, check: bool = True) -> ArqRedis:
     """An ArqRedis client (a redis.asyncio.Redis) on `url`; ConfigError if unreachable."""
-    pool = ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=TIMEOUT)
+    try:
+        pool = ConnectionPool.from_url(url, socket_connect_timeout=2, socket_timeout=TIMEOUT)
+    except ValueError as e:  # redis-py's words, which never repeat the URL
+        raise ConfigError(f"the Redis URL {describe_url(url)!r} does not parse: {_short(e)} "
+                          "(set VPCQ_REDIS_URL to redis://HOST:PORT/DB or unix://PATH)") from None
     redis = ArqRedis(
         pool_or_conn=pool,
         job_serializer=job_dumps,

@@ -20,7 +20,14 @@ import re
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, GetCoreSchemaHandler, StringConstraints
+from pydantic import (
+    AfterValidator,
+    Field,
+    GetCoreSchemaHandler,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import CoreSchema, core_schema
 
 # ---- patterns, and what each stands for in an error message ---------------------------------
@@ -199,6 +206,7 @@ SubnetRef = Annotated[str, StringConstraints(pattern=SUBNET_REF)]
 
 # ---- helpers for the edges ----------------------------------------------------------------------
 
+_ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
 _IFNAME = re.compile(IFNAME.removeprefix("^").removesuffix("$"))
 _NAME_RE = re.compile(_NAME)
 
@@ -212,6 +220,15 @@ def is_ifname(value: str) -> bool:
 def is_name(value: str) -> bool:
     """Whether `value` is a valid VPC, subnet or host name."""
     return _NAME_RE.fullmatch(value) is not None
+
+
+def is_actor(value: str) -> bool:
+    """Whether `value` may stand in the log as who did something (user@host)."""
+    try:
+        _ACTOR.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def plain_json(data: bytes) -> bool:
@@ -275,4 +292,6 @@ def explain(err: Any) -> str:
         return msg
     if kind == "string_too_long":
         return f"{show(given)} is too long ({msg.lower()})"
+    if kind == "too_long":  # a list: its length says it, not its items
+        return msg
     return f"{msg} (got {show(given)})"
