@@ -26,8 +26,8 @@ from vpcq.events.commands import Command, parse_command, parse_firewall
 from vpcq.events.connection import connect, unreachable
 from vpcq.events.jobs import JobQueue
 from vpcq.events.observed import Observed
-from vpcq.events.schema import ChangeApplied, ChangeFailed
-from vpcq.events.store import EventStore
+from vpcq.events.schema import ChangeApplied, ChangeFailed, Rejected
+from vpcq.events.store import EventStore, rejected_seen
 from vpcq.events.types import is_actor, show
 from vpcq.orchestrator.decide import is_deletion
 from vpcq.orchestrator.evolve import command_record
@@ -65,6 +65,11 @@ async def run(ns: argparse.Namespace) -> int:
         return await _dispatch(ns)
     except RedisError as e:
         raise unreachable(config.redis_url(p), e) from e
+    finally:
+        if ns.cmd not in ("log", "fsck"):  # which show them where they stand
+            for r in rejected_seen():
+                print(f"vpcq: warning: {r.line()}; never applied (`vpcq fsck` lists them)",
+                      file=sys.stderr)
 
 
 async def _dispatch(ns: argparse.Namespace) -> int:
@@ -76,6 +81,7 @@ async def _dispatch(ns: argparse.Namespace) -> int:
         "log": _log,
         "status": _status,
         "replay": _replay,
+        "fsck": _fsck,
         "up": _up,
         "down": _down,
     }[ns.cmd]
@@ -363,11 +369,31 @@ async def _replay(ns: argparse.Namespace) -> int:
 async def _log(ns: argparse.Namespace) -> int:
     async with _redis() as redis:
         store = EventStore(redis, config.KEY_PREFIX)
-        async for env in store.iter(after=ns.since):
+        async for env in store.entries(after=ns.since):
+            if isinstance(env, Rejected):  # what it says is not to be trusted: not filtered
+                print(render.rejected_json(env) if ns.json else render.rejected_line(env))
+                continue
             if ns.vpc and ns.vpc not in env.vpcs:
                 continue
             print(render.log_json(env) if ns.json else render.log_line(env))
     return 0
+
+
+async def _fsck(ns: argparse.Namespace) -> int:
+    """Every entry readers quarantine, and whether the version key agrees with the stream;
+    exit 1 if anything is wrong. Changes nothing."""
+    async with _redis() as redis:
+        store = EventStore(redis, config.KEY_PREFIX)
+        rejected = await store.rejected()
+        problems = await store.check_version()
+    for r in rejected:
+        print(render.rejected_json(r) if ns.json else r.line())
+    for line in problems:
+        print(json.dumps({"problem": line}) if ns.json else line)
+    if not ns.json:
+        print(f"{len(rejected)} rejected entr{'y' if len(rejected) == 1 else 'ies'}, "
+              f"{len(problems)} other problem(s)" if rejected or problems else "the log is sound")
+    return 1 if rejected or problems else 0
 
 
 async def _status(ns: argparse.Namespace) -> int:

@@ -179,6 +179,10 @@ def build() -> Parser:
     rp.add_argument("--json", action="store_true")
     rp.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)  # see REPLACED
 
+    fk = _cmd(sub, "fsck", "check every entry of the log as the readers do: list the ones they "
+              "quarantine (never applied) and a version key that disagrees; exit 1 if any; "
+              "changes nothing", "vpcq fsck --json")
+    fk.add_argument("--json", action="store_true", help="one JSON object per problem")
     dr = _cmd(sub, "drift", "list every step that would bring the kernel to the log's state, now "
               "or right after event SEQ (exit 1 if there is any); changes nothing",
               "vpcq drift my-vpc   |   vpcq drift --at 12")

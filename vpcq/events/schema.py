@@ -10,7 +10,7 @@ pattern on read, not parsed again (see LIBRARIES.md, pydantic costs).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Literal, NamedTuple, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -41,8 +41,8 @@ from vpcq.events.types import (
     SubnetPrefix,
     Text,
     Time,
-    VethIf,
     Version,
+    VethIf,
     VpcNetwork,
 )
 
@@ -508,3 +508,22 @@ def commits_of(envelopes: Iterable[Envelope]) -> list[Commit]:
 
 
 COMMIT: TypeAdapter[Commit] = TypeAdapter(Commit)
+
+
+class Rejected(NamedTuple):
+    """A stream entry that is not a commit vpcq wrote: quarantined where it is read (never
+    folded, never applied), and shown by `vpcq log` and `vpcq fsck`.
+
+    It still stands at its place in the log: it takes the sequence numbers `seq`..`last`
+    (its id's, and as many as the events it claims, as the append script counts them), so
+    the commits after it keep theirs and appends go on after it.
+    """
+
+    entry_id: str
+    seq: int
+    last: int
+    reason: str
+
+    def line(self) -> str:
+        """One line naming the entry and why it was rejected."""
+        return f"log entry {self.entry_id} rejected: {self.reason}"

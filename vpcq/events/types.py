@@ -249,9 +249,10 @@ def hidden_text(value: Any) -> str | None:
     while todo:
         v = todo.pop()
         if isinstance(v, str):
-            if not v.isascii() or not v.isprintable():
-                if any(unicodedata.category(ch) in _HIDDEN for ch in v):
-                    return v
+            if (not v.isascii() or not v.isprintable()) and any(
+                unicodedata.category(ch) in _HIDDEN for ch in v
+            ):
+                return v
         elif isinstance(v, dict):
             todo += v.keys()
             todo += v.values()
