@@ -37,7 +37,7 @@ def first_commit(url: str) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         r = await connect(url)
         try:
-            (entry_id, fields), *_ = await r.xrange("vpcq:log", "-", "+", count=1)
+            (_id, fields), *_ = await r.xrange("vpcq:log", "-", "+", count=1)
             return json.loads(fields[b"c"])  # type: ignore[no-any-return]
         finally:
             await r.aclose()
