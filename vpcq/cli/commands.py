@@ -60,6 +60,7 @@ async def _redis() -> AsyncIterator[ArqRedis]:
 async def run(ns: argparse.Namespace) -> int:
     """Dispatch a parsed command line; Redis going away or stalling on the way is one line."""
     p = config.paths()
+    config.check_home(p)
     logs.configure(p.logs / "vpcq.log" if p.home.exists() else None, verbose=ns.verbose)
     try:
         return await _dispatch(ns)

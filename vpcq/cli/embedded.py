@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpcq import proc
+from vpcq import config, proc
 from vpcq.config import Paths
 from vpcq.errors import ConfigError
 
@@ -74,9 +74,11 @@ class Files:
 
 def prepare(p: Paths) -> None:
     """Make the instance's directories (private to root) and the Redis password."""
+    config.check_home(p)  # before anything is made in it
     for d in (p.home, p.data, p.run, p.logs, p.apps):
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(p.home, 0o700)
+    config.check_home(p)  # what another process may have made meanwhile
     try:
         fd = proc.open_private(p.redis_pass, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
