@@ -250,4 +250,4 @@ def test_a_home_root_could_be_tricked_through_is_refused(tmp_path, redis_url, ho
     p = run_cli(["up"], {"VPCQ_HOME": str(home)})
     assert "refusing $VPCQ_HOME" in refused(p, 3)
     mode = stat.S_IMODE(os.lstat(home).st_mode)
-    assert how != "other owner" or os.lstat(home).st_uid == 65534 and mode == 0o700  # untouched
+    assert how != "other owner" or (os.lstat(home).st_uid == 65534 and mode == 0o700)  # untouched
