@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+from vpcq.cli.parser import MUTATIONS
 from vpcq.events.connection import connect
 
 INJECTION = "0.0.0.0/0 -j ACCEPT\nCOMMIT\n*nat\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n*filter\n-A INPUT"
@@ -164,7 +165,9 @@ def test_the_corpus_has_at_least_60_inputs():
                          ids=[f"{i}-{c[0][0]}" for i, c in enumerate(CORPUS)])
 def test_a_bad_input_is_one_line_and_appends_nothing(env, redis_url, argv, stdin, code, fragment):
     before = log_size(redis_url)
-    line = refused(run_cli(argv, env, stdin=stdin), code)
+    if (argv[0] in MUTATIONS or argv[0] == "submit") and "--timeout" not in argv:  # no wait
+        argv = [*argv, "--no-wait"]
+    line = refused(run_cli(argv, env, stdin=stdin, timeout=60), code)
     assert fragment in line, line
     assert log_size(redis_url) == before
 
