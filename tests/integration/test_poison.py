@@ -205,3 +205,43 @@ def test_a_version_key_that_is_not_a_number_does_not_stop_appends(env, redis_url
     p = cli(env, "create-vpc", "b", "10.1.0.0/16", "--no-wait", "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["seq"] == 3, p.stdout + p.stderr
     assert cli(env, "fsck").returncode == 0
+
+
+@pytest.mark.parametrize("change", ["netns", "actor"])
+def test_a_snapshot_another_client_wrote_is_checked_as_the_log_is(env, redis_url, change):
+    """The snapshot is a cache of the fold: one that breaks the events' types is not used
+    (the log is replayed instead)."""
+    from vpcq.orchestrator.service import SNAPSHOT_KEY
+    from vpcq.orchestrator.snapshot import dump_state
+
+    assert cli(env, "create-vpc", "a", "10.0.0.0/16", "--no-wait").returncode == 0
+    assert cli(env, "add-subnet", "a", "web", "10.0.1.0/24", "--no-wait").returncode == 0
+
+    async def plant() -> None:
+        r = await connect(redis_url)
+        try:
+            state = await StateLoader(r, EventStore(r)).load()
+            clean = dump_state(state).decode()
+            snap = (clean.replace('"a-web"', '"../../../root/.bashrc"') if change == "netns"
+                    else clean.replace(f'"{state.commands[state.pending[0]].actor}"',
+                                      '"root@host\\u2028forged"'))
+            assert snap != clean
+            await r.set(SNAPSHOT_KEY, snap)
+        finally:
+            await r.aclose()
+
+    _run(plant())
+
+    async def actors() -> list[str]:
+        r = await connect(redis_url)
+        try:
+            state = await StateLoader(r, EventStore(r)).load()
+            return [c.actor for c in state.commands.values()]
+        finally:
+            await r.aclose()
+
+    assert not any("forged" in a for a in _run(actors()))
+    p = cli(env, "list", "--json")
+    assert p.returncode == 0, p.stderr
+    (vpc,) = json.loads(p.stdout)["vpcs"]
+    assert json.dumps(vpc).count("../") == 0 and "forged" not in p.stdout
