@@ -275,3 +275,12 @@ def test_the_property_test_got_past_the_checks_too():
     """Arbitrary fields are mostly refused: some must pass, or the property says nothing."""
     test_arbitrary_fields_are_refused_or_lead_to_safe_names_and_rules()
     assert {"0 vpc, 0 subnet", "1 vpc, 0 subnet", "1 vpc, 1 subnet"} <= ACCEPTED, ACCEPTED
+
+
+def test_a_commit_with_a_version_missing_for_an_event_is_refused():
+    c = Commit(seq=1, command_id="c", correlation_id="c", actor="t@h", time="t", versions=(1,),
+               events=(_subnet_event(),))
+    data = json.loads(b'{"s":1,' + encode(c)[1:])
+    data["v"] = [1, 1]
+    with pytest.raises(BadEntry, match="1 events but 2 schema versions"):
+        decode(json.dumps(data).encode())

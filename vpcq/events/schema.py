@@ -20,7 +20,6 @@ from vpcq.events.types import (
     Address,
     ArgKey,
     ArgText,
-    BridgeIf,
     Cidr,
     CommandId,
     Count,
@@ -37,12 +36,10 @@ from vpcq.events.types import (
     RouterNs,
     Seq,
     SubnetNetwork,
-    SubnetNs,
     SubnetPrefix,
     Text,
     Time,
     Version,
-    VethIf,
     VpcNetwork,
 )
 
@@ -124,9 +121,11 @@ class Firewall(Frozen):
         return self
 
 
-def _derives(value: str, expected: str, field: str) -> None:
-    if value != expected:
-        raise ValueError(f"{field} is {value!r}, not {expected!r} as vpcq names it")
+def _misnamed(*checks: tuple[str, str, str]) -> ValueError:
+    """The first of (field, value, what vpcq derives) that differs, as the error. Only built
+    on failure: the checks themselves are one expression each (a replay runs them all)."""
+    field, value, expected = next(c for c in checks if c[1] != c[2])
+    return ValueError(f"{field} is {value!r}, not {expected!r} as vpcq names it")
 
 
 def _describe(r: Rule) -> str:
@@ -211,7 +210,7 @@ class VpcCreated(Frozen):
     name: Name
     cidr: VpcNetwork
     key: Key  # short stable id used in kernel names
-    router_ns: RouterNs
+    router_ns: str  # vpcq_<name>: checked by _derived, so no pattern of its own to pay for
     interface: IfName | None  # internet interface; None = $VPCQ_UPLINK or the default route's
     uplink: LinkNet
     host_route: bool  # False when the CIDR overlaps an existing VPC of its host
@@ -221,9 +220,12 @@ class VpcCreated(Frozen):
     def _derived(self) -> VpcCreated:
         # the kernel names are the core's, derived from the name and the key: an event that
         # names another object (someone else's namespace, another VPC's uplink) is refused
-        _derives(self.router_ns, f"vpcq_{self.name}", "router_ns")
-        _derives(self.uplink.a_if, f"vq{self.key}u", "uplink.a_if")
-        _derives(self.uplink.b_ns, self.router_ns, "uplink.b_ns")
+        up = self.uplink
+        if self.router_ns != "vpcq_" + self.name or up.a_if != "vq" + self.key + "u" \
+                or up.b_ns != self.router_ns:
+            raise _misnamed(("router_ns", self.router_ns, "vpcq_" + self.name),
+                            ("uplink.a_if", up.a_if, "vq" + self.key + "u"),
+                            ("uplink.b_ns", up.b_ns, self.router_ns))
         return self
 
     def aggregates(self) -> tuple[str, ...]:
@@ -237,19 +239,22 @@ class SubnetAdded(Frozen):
     cidr: SubnetNetwork
     public: bool
     key: Key
-    netns: SubnetNs  # "<vpc>-<subnet>", the tutorial's name
-    bridge: BridgeIf  # in the router namespace, holds the gateway
-    veth: VethIf  # router-side end; the subnet-side end is eth0
+    # derived from the names and the key, and checked to be (_derived): no pattern to pay for
+    netns: str  # "<vpc>-<subnet>", the tutorial's name
+    bridge: str  # in the router namespace, holds the gateway
+    veth: str  # router-side end; the subnet-side end is eth0
     gateway: Address  # last host address
     address: Address  # first host address
     prefixlen: SubnetPrefix
 
     @model_validator(mode="after")
     def _derived(self) -> SubnetAdded:
-        _derives(self.netns, f"{self.vpc}-{self.name}", "netns")
-        _derives(self.bridge, f"vb-{self.key}", "bridge")
-        _derives(self.veth, f"vs-{self.key}", "veth")
-        _derives(str(self.prefixlen), self.cidr.rpartition("/")[2], "prefixlen")
+        if self.netns != self.vpc + "-" + self.name or self.bridge != "vb-" + self.key \
+                or self.veth != "vs-" + self.key or not self.cidr.endswith(f"/{self.prefixlen}"):
+            raise _misnamed(("netns", self.netns, self.vpc + "-" + self.name),
+                            ("bridge", self.bridge, "vb-" + self.key),
+                            ("veth", self.veth, "vs-" + self.key),
+                            ("prefixlen", str(self.prefixlen), self.cidr.rpartition("/")[2]))
         return self
 
     def aggregates(self) -> tuple[str, ...]:
@@ -305,8 +310,9 @@ class VpcsPeered(Frozen):
 
     @model_validator(mode="after")
     def _derived(self) -> VpcsPeered:
-        _derives(self.link.a_ns or "", f"vpcq_{self.a}", "link.a_ns")
-        _derives(self.link.b_ns, f"vpcq_{self.b}", "link.b_ns")
+        if self.link.a_ns != "vpcq_" + self.a or self.link.b_ns != "vpcq_" + self.b:
+            raise _misnamed(("link.a_ns", str(self.link.a_ns), "vpcq_" + self.a),
+                            ("link.b_ns", self.link.b_ns, "vpcq_" + self.b))
         return self
 
     def aggregates(self) -> tuple[str, ...]:
@@ -441,12 +447,6 @@ class Commit(Frozen):
     time: Time = Field(alias="t")
     versions: tuple[Version, ...] = Field(alias="v", min_length=1)  # each event's, as stored
     events: tuple[Event, ...] = Field(alias="e", min_length=1)
-
-    @model_validator(mode="after")
-    def _one_version_each(self) -> Commit:
-        if len(self.versions) != len(self.events):
-            raise ValueError(f"{len(self.events)} events but {len(self.versions)} versions")
-        return self
 
     @property
     def last(self) -> int:

@@ -163,6 +163,8 @@ def decode(data: bytes) -> Commit:
         _shown(data)
     try:
         c = COMMIT.validate_json(data, strict=True)
+        if len(c.versions) != len(c.events):
+            raise BadEntry(f"{len(c.events)} events but {len(c.versions)} schema versions")
         # a stored version is never above today's, so at the latest one nothing is stale
         if min(c.versions) == max(c.versions) == _LATEST or all(
             v == SCHEMA_VERSIONS[e.type] for v, e in zip(c.versions, c.events, strict=True)

@@ -132,6 +132,7 @@ def _usable(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def _ports(value: str) -> str:
     lo, _, hi = value.partition("-")
     if int(lo) > 65535 or (hi and int(hi) > 65535):
