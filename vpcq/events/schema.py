@@ -49,6 +49,9 @@ CommandKind = Literal[
     "peer-vpcs", "unpeer-vpcs", "delete-vpc", "cleanup", "rollback",
 ]  # fmt: skip
 DeletionKind = Literal["delete-subnet", "delete-vpc", "unpeer-vpcs", "stop-app", "cleanup"]
+# what groups the commands of one submit; "" for a worker's own record (a repair), as logs
+# have always held it
+Correlation = Literal[""] | CommandId
 MAX_RULES = 256  # per direction of a security group (AWS allows 60 by default, Neutron 100)
 
 
@@ -407,7 +410,7 @@ class Envelope(Frozen):
     seq: Seq = 0  # position in the log; assigned by the store on append
     schema_version: Version = 1
     command_id: CommandId
-    correlation_id: CommandId
+    correlation_id: Correlation
     actor: Actor  # "user@host"
     time: Time  # ISO 8601, UTC
     event: Event
@@ -442,7 +445,7 @@ class Commit(Frozen):
 
     seq: Seq = Field(0, alias="s")  # the first event's sequence number
     command_id: CommandId = Field(alias="c")
-    correlation_id: CommandId = Field(alias="r")
+    correlation_id: Correlation = Field(alias="r")
     actor: Actor = Field(alias="a")
     time: Time = Field(alias="t")
     versions: tuple[Version, ...] = Field(alias="v", min_length=1)  # each event's, as stored
