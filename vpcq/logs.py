@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from vpcq.proc import open_private
 
 
 def configure(logfile: Path | None, verbose: bool = False, level: int = logging.INFO) -> None:
@@ -38,7 +41,9 @@ def configure(logfile: Path | None, verbose: bool = False, level: int = logging.
     if logfile is not None:
         try:
             logfile.parent.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.FileHandler(logfile))
+            # never through a symlink: root appends here
+            fd = open_private(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            handlers.append(logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8")))
         except OSError:
             pass  # an unwritable home must not break a read-only command
     if verbose:

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,3 +192,19 @@ def held(path: Path) -> bool:
         raise
     finally:
         os.close(fd)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the processes vpcq starts: vpcq's own settings and PATH, nothing
+    else of the caller's (no PYTHONPATH, no LD_PRELOAD, no stray locale or proxy)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("VPCQ_")}
+    env["PATH"] = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env["LANG"] = "C.UTF-8"
+    return env
+
+
+def python(module: str, *args: str) -> list[str]:
+    """argv running one of vpcq's modules in isolated mode: neither the caller's working
+    directory nor PYTHON* variables can put other code on its path (start it with cwd="/"
+    too: a relative path it opens must not be the caller's)."""
+    return [sys.executable, "-I", "-m", module, *args]

@@ -34,7 +34,7 @@ def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
 def test_help_shows_examples_and_every_command(env):
     p = run_cli(["--help"], env)
     assert p.returncode == 0
-    for name in [*MUTATIONS, "submit", "list", "log", "status", "replay", "drift", "repair", "up",
+    for name in [*MUTATIONS, "submit", "list", "log", "status", "replay", "drift", "repair", "fsck", "up",
                  "down", "worker"]:
         assert name in p.stdout
     assert "reconcile" not in p.stdout  # the old name of repair: it still works, unlisted

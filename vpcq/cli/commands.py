@@ -15,14 +15,15 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vpcq import config
-from vpcq.cli import render
-from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words
+from vpcq.cli import files, render
+from vpcq.cli.parser import MUTATIONS, Parser, UsageError, command_dict, parse_words, seconds
 from vpcq.errors import ConfigError, DomainError
 from vpcq.events.blocking import BlockingRedis, ConnectionLost, ReplyError, drive, unreachable
 from vpcq.events.jobs import JobQueue
 from vpcq.events.observed import Observed
-from vpcq.events.schema import ChangeApplied, ChangeFailed
-from vpcq.events.store import EventStore
+from vpcq.events.schema import ChangeApplied, ChangeFailed, Rejected
+from vpcq.events.store import EventStore, rejected_seen
+from vpcq.events.types import is_actor, show
 from vpcq.orchestrator.evolve import command_record
 from vpcq.orchestrator.loader import StateLoader
 from vpcq.orchestrator.state import is_deletion
@@ -38,11 +39,17 @@ if TYPE_CHECKING:
 
 
 def actor() -> str:
+    """Who the log says did it: $LOGNAME (or the others getpass reads) @ the host name. A
+    name holding a space or a control character would forge words or lines in `vpcq log`."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    who = f"{user}@{socket.gethostname()}"
+    if not is_actor(who):
+        raise DomainError("actor", f"{show(who)} (from $LOGNAME, $USER or the host name) holds "
+                                   "a space or a control character")
+    return who
 
 
 @asynccontextmanager
@@ -62,12 +69,18 @@ def run(ns: argparse.Namespace) -> int:
     requests in a row, on the blocking client, without loading asyncio.
     """
     p = config.paths()
+    config.check_home(p)
     if ns.cmd in ASYNC_COMMANDS:
         return _instance(ns, p)
     try:
         return drive(_dispatch(ns))
     except (ConnectionLost, ReplyError) as e:
         raise unreachable(config.redis_url(p), e) from e
+    finally:
+        if ns.cmd not in ("log", "fsck"):  # which show them where they stand
+            for r in rejected_seen():
+                print(f"vpcq: warning: {r.line()}; never applied (`vpcq fsck` lists them)",
+                      file=sys.stderr)
 
 
 async def _dispatch(ns: argparse.Namespace) -> int:
@@ -79,6 +92,7 @@ async def _dispatch(ns: argparse.Namespace) -> int:
         "log": _log,
         "status": _status,
         "replay": _replay,
+        "fsck": _fsck,
     }[ns.cmd]
     return await handler(ns)
 
@@ -89,17 +103,25 @@ async def _dispatch(ns: argparse.Namespace) -> int:
 def _command_from(d: dict[str, Any]) -> Command:
     from vpcq.events.commands import parse_command, parse_firewall
 
-    if d["kind"] == "apply-firewall" and "file" in d:  # else its rules are in d["firewall"]
-        path = d.pop("file")
-        try:
-            text = sys.stdin.read() if path == "-" else open(path).read()  # noqa: SIM115
-            data = json.loads(text)
-        except OSError as e:
-            raise DomainError("file", f"cannot read {path}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise DomainError("file", f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
-        d["firewall"], d["file_subnet"] = parse_firewall(data)
+    if d["kind"] == "apply-firewall":
+        # the rules of a file, or of a JSON batch item, pass the same checks
+        if "file" in d:
+            path = d.pop("file")
+            d["firewall"], d["file_subnet"] = parse_firewall(_json(path, files.read_text(path)))
+        elif isinstance(d.get("firewall"), dict):
+            d["firewall"], subnet = parse_firewall(d["firewall"])
+            d.setdefault("file_subnet", subnet)
     return parse_command(d)
+
+
+def _json(path: str, text: str) -> Any:
+    """A file's JSON; deep nesting is one line too, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DomainError("file", f"{path} is not JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise DomainError("file", f"{path} is JSON nested too deep") from None
 
 
 def _batch(text: str) -> tuple[list[Command], list[str]]:
@@ -128,6 +150,8 @@ def _json_batch(text: str) -> tuple[list[Command], list[str]]:
         err = DomainError("file", f"not a JSON list ({e.msg})")
         err.where = f"line {e.lineno}"
         raise err from None
+    except RecursionError:
+        raise DomainError("file", "a JSON list nested too deep") from None
     if not isinstance(items, list):
         raise DomainError("file", "a batch that starts with '[' must be a JSON list")
     out: list[Command] = []
@@ -166,7 +190,7 @@ def _placed(where: str, make: Callable[[T], Command], arg: T) -> Command:
 
 async def _submit_cmd(ns: argparse.Namespace) -> int:
     if ns.file:
-        text = sys.stdin.read() if ns.file == "-" else _read(ns.file)
+        text = files.read_text(ns.file)
         commands, places = _batch(text)
         if not commands:
             raise DomainError("file", "no commands in the batch")
@@ -174,21 +198,13 @@ async def _submit_cmd(ns: argparse.Namespace) -> int:
     # the wait flags may follow the command's own words: `submit create-vpc a 10.0.0.0/16 --no-wait`
     extra = Parser(add_help=False)
     extra.add_argument("--no-wait", action="store_true")
-    extra.add_argument("--timeout", type=float)
+    extra.add_argument("--timeout", type=seconds)
     extra.add_argument("--json", action="store_true")
     flags, words = extra.parse_known_args(ns.words)
     ns.no_wait = ns.no_wait or flags.no_wait
     ns.json = ns.json or flags.json
     ns.timeout = flags.timeout if flags.timeout is not None else ns.timeout
     return await _submit(ns, [_command_from(parse_words(words))])
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError as e:
-        raise DomainError("file", f"cannot read {path}: {e.strerror}") from None
 
 
 # ---- submit and wait -------------------------------------------------------------------------
@@ -357,11 +373,31 @@ async def _replay(ns: argparse.Namespace) -> int:
 async def _log(ns: argparse.Namespace) -> int:
     async with _redis() as redis:
         store = EventStore(redis, config.KEY_PREFIX)
-        async for env in store.iter(after=ns.since):
+        async for env in store.entries(after=ns.since):
+            if isinstance(env, Rejected):  # what it says is not to be trusted: not filtered
+                print(render.rejected_json(env) if ns.json else render.rejected_line(env))
+                continue
             if ns.vpc and ns.vpc not in env.vpcs:
                 continue
             print(render.log_json(env) if ns.json else render.log_line(env))
     return 0
+
+
+async def _fsck(ns: argparse.Namespace) -> int:
+    """Every entry readers quarantine, and whether the version key agrees with the stream;
+    exit 1 if anything is wrong. Changes nothing."""
+    async with _redis() as redis:
+        store = EventStore(redis, config.KEY_PREFIX)
+        rejected = await store.rejected()
+        problems = await store.check_version()
+    for r in rejected:
+        print(render.rejected_json(r) if ns.json else r.line())
+    for line in problems:
+        print(json.dumps({"problem": line}) if ns.json else line)
+    if not ns.json:
+        print(f"{len(rejected)} rejected entr{'y' if len(rejected) == 1 else 'ies'}, "
+              f"{len(problems)} other problem(s)" if rejected or problems else "the log is sound")
+    return 1 if rejected or problems else 0
 
 
 async def _status(ns: argparse.Namespace) -> int:

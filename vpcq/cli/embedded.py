@@ -19,13 +19,12 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpcq import proc
+from vpcq import config, proc
 from vpcq.config import Paths
 from vpcq.errors import ConfigError
 
@@ -75,9 +74,11 @@ class Files:
 
 def prepare(p: Paths) -> None:
     """Make the instance's directories (private to root) and the Redis password."""
+    config.check_home(p)  # before anything is made in it
     for d in (p.home, p.data, p.run, p.logs, p.apps):
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(p.home, 0o700)
+    config.check_home(p)  # what another process may have made meanwhile
     try:
         fd = proc.open_private(p.redis_pass, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
@@ -117,21 +118,6 @@ def redis_binary() -> str:
             "or set VPCQ_REDIS_URL"
         )
     return binary
-
-
-def child_env() -> dict[str, str]:
-    """The environment of the processes vpcq starts: vpcq's own settings and PATH, nothing
-    else of the caller's (no PYTHONPATH, no LD_PRELOAD, no stray locale or proxy)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("VPCQ_")}
-    env["PATH"] = os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    env["LANG"] = "C.UTF-8"
-    return env
-
-
-def python(module: str, *args: str) -> list[str]:
-    """argv running one of vpcq's modules in isolated mode: neither the caller's working
-    directory nor PYTHON* variables can put other code on its path."""
-    return [sys.executable, "-I", "-m", module, *args]
 
 
 # ---- what `vpcq up` and `vpcq down` do ----------------------------------------------------
@@ -198,8 +184,8 @@ def supervise(p: Paths, wanted: Wanted) -> proc.ProcId | None:
     out = proc.open_private(p.logs / "supervisor.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         child = subprocess.Popen(
-            python("vpcq.cli.supervisor"), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-            cwd="/", env=child_env(), start_new_session=True,
+            proc.python("vpcq.cli.supervisor"), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            cwd="/", env=proc.child_env(), start_new_session=True,
         )
     finally:
         os.close(out)

@@ -37,7 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rest += ["--at", str(ns.at_seq)] if ns.cmd == "drift" and ns.at_seq is not None else []
             rest += ["--json"] if ns.json else []
         verbose = ["-v"] if ns.verbose else []
-        os.execv(sys.executable, [sys.executable, "-m", "vpcq.workers", *verbose, *rest])
+        from vpcq.proc import python
+
+        os.chdir("/")  # as every process vpcq starts: -I keeps the cwd off its path
+        argv = python("vpcq.workers", *verbose, *rest)
+        os.execv(argv[0], argv)
     from vpcq.cli import commands  # imported late, so that `vpcq --help` stays instant
     from vpcq.errors import VpcqError
 

@@ -43,6 +43,32 @@ def _count(text: str) -> int:
 
 _count.__name__ = "count"  # argparse names the type in its error: "invalid count value: '-1'"
 
+MAX_SEQ = 2**53  # what the log's numbers hold exactly (Lua's doubles)
+
+
+def _seq(text: str) -> int:
+    """A position in the log: 0 to 2**53."""
+    n = int(text)
+    if not 0 <= n <= MAX_SEQ:
+        raise ValueError(text)
+    return n
+
+
+_seq.__name__ = "sequence number"
+
+MAX_WAIT = 86400.0
+
+
+def seconds(text: str) -> float:
+    """A wait: a finite number of seconds, above 0 and at most a day (not nan, not inf)."""
+    s = float(text)
+    if not 0 < s <= MAX_WAIT:  # nan compares false with everything
+        raise ValueError(text)
+    return s
+
+
+seconds.__name__ = "seconds (0 to 86400)"
+
 
 def _fmt() -> type[argparse.RawDescriptionHelpFormatter]:
     return argparse.RawDescriptionHelpFormatter
@@ -58,7 +84,7 @@ def _cmd(sub: Any, name: str, help_: str, example: str) -> argparse.ArgumentPars
 
 def _wait_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", action="store_true", help="print the command id and return")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    p.add_argument("--timeout", type=seconds, default=120.0, help="seconds to wait (default 120)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -130,7 +156,7 @@ def add_mutations(sub: Any, *, with_flags: bool) -> None:
          [(("vpc",), {}), (("name",), {})]),
         ("rollback", "append the events that bring one VPC back to how it was at SEQ",
          "vpcq rollback my-vpc --to 42",
-         [(("vpc",), {}), (("--to",), {"type": int, "required": True, "dest": "to_seq",
+         [(("vpc",), {}), (("--to",), {"type": _seq, "required": True, "dest": "to_seq",
                                         "metavar": "SEQ"})]),
     ]  # fmt: skip
     for name, help_, example, args in specs:
@@ -177,22 +203,26 @@ def build() -> Parser:
     p_list.add_argument("--json", action="store_true")
     lg = _cmd(sub, "log", "the audit trail: who did what, when", "vpcq log --vpc my-vpc --since 10")
     lg.add_argument("--vpc")
-    lg.add_argument("--since", type=int, default=0, metavar="SEQ", help="events after SEQ")
+    lg.add_argument("--since", type=_seq, default=0, metavar="SEQ", help="events after SEQ")
     lg.add_argument("--json", action="store_true", help="one JSON event per line")
     st = _cmd(sub, "status", "the fate of a command", "vpcq status 3f2a9c01d4e5b6a7")
     st.add_argument("command_id")
     st.add_argument("--json", action="store_true")
     rp = _cmd(sub, "replay", "the state as it was right after event SEQ, folded from the log",
               "vpcq replay --to 12 --json")
-    rp.add_argument("--to", type=int, dest="to_seq", metavar="SEQ", help="the event to stop at")
+    rp.add_argument("--to", type=_seq, dest="to_seq", metavar="SEQ", help="the event to stop at")
     rp.add_argument("--json", action="store_true")
     rp.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)  # see REPLACED
 
+    fk = _cmd(sub, "fsck", "check every entry of the log as the readers do: list the ones they "
+              "quarantine (never applied) and a version key that disagrees; exit 1 if any; "
+              "changes nothing", "vpcq fsck --json")
+    fk.add_argument("--json", action="store_true", help="one JSON object per problem")
     dr = _cmd(sub, "drift", "list every step that would bring the kernel to the log's state, now "
               "or right after event SEQ (exit 1 if there is any); changes nothing",
               "vpcq drift my-vpc   |   vpcq drift --at 12")
     dr.add_argument("vpcs", nargs="*", metavar="VPC", help="default: every VPC of this host")
-    dr.add_argument("--at", type=int, dest="at_seq", metavar="SEQ",
+    dr.add_argument("--at", type=_seq, dest="at_seq", metavar="SEQ",
                     help="compare with the state right after this event")
     dr.add_argument("--json", action="store_true", help="one JSON step per line")
     repair = "bring the kernel back to the log's state: undo drift, rebuild after a reboot"

@@ -8,7 +8,7 @@ from typing import Any
 
 from vpcq.config import DEFAULT_HOST
 from vpcq.events.observed import Deleting, Health
-from vpcq.events.schema import Envelope
+from vpcq.events.schema import Envelope, Rejected
 from vpcq.orchestrator import dns
 from vpcq.orchestrator.naming import overlap
 from vpcq.orchestrator.state import Balancer, CommandRecord, State, Vpc, is_deletion
@@ -232,3 +232,13 @@ def log_json(env: Envelope) -> str:
         {**env.model_dump(mode="json"), "type": env.type, "vpcs": list(env.vpcs)},
         separators=(",", ":"),
     )
+
+
+def rejected_line(r: Rejected) -> str:
+    """A quarantined entry where it stands in `vpcq log`: never applied, and why."""
+    return f"{r.seq:>6}  {'REJECTED':<29}  {'-':<20}  entry {r.entry_id}: {r.reason}"
+
+
+def rejected_json(r: Rejected) -> str:
+    return json.dumps({"seq": r.seq, "last_seq": r.last, "type": "Rejected",
+                       "entry": r.entry_id, "reason": r.reason}, separators=(",", ":"))

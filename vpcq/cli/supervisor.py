@@ -20,8 +20,9 @@ from typing import Any
 import structlog
 
 from vpcq import config, logs, proc
-from vpcq.cli.embedded import Files, Wanted, child_env, python, redis_binary
+from vpcq.cli.embedded import Files, Wanted, redis_binary
 from vpcq.config import Paths
+from vpcq.proc import child_env, python
 
 log = structlog.get_logger("vpcq.supervisor")
 TICK = 0.2  # seconds between looks at what runs (a child's exit wakes it sooner)

@@ -20,7 +20,7 @@ from vpcq.console.scene import EMPTY, Scene, SceneFolder
 from vpcq.console.timeline import Entry, Timeline
 from vpcq.events.jobs import JobQueue
 from vpcq.events.observed import Observed
-from vpcq.events.schema import Envelope
+from vpcq.events.schema import Commit, Envelope
 from vpcq.events.store import EventStore, no_gc
 
 CHECKPOINT = 1000  # events between two kept scenes
@@ -50,8 +50,9 @@ class Archive:
         with no_gc():
             async for page in self.store.pages(after=self.seq, upto=upto):
                 for c in page:
-                    for env in c.envelopes():
-                        self._take(env)
+                    if isinstance(c, Commit):  # a quarantined entry is never folded
+                        for env in c.envelopes():
+                            self._take(env)
         return self.refresh()
 
     async def follow(self) -> AsyncIterator[int]:
@@ -81,7 +82,7 @@ class Archive:
         start = self._checkpoints[i]
         f = SceneFolder(start)
         async for page in self.store.pages(after=start.seq, upto=seq):
-            f.commits(page)
+            f.commits(c for c in page if isinstance(c, Commit))
         return f.build()
 
     async def facts(self, scene: Scene) -> Facts:

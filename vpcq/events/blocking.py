@@ -161,8 +161,13 @@ class BlockingRedis:
     def connect(cls, url: str) -> BlockingRedis:
         """A client on `url` (`unix://PATH?password=P&db=N` or `redis://[[USER]:PASS@]HOST[:PORT][/DB]`)
         that has answered PING; ConfigError if Redis is not there or refuses it."""
-        u = urlsplit(url)
-        query = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        try:
+            u = urlsplit(url)
+            query = {k: v[-1] for k, v in parse_qs(u.query).items()}
+            u.port  # noqa: B018 (a port that is not a number raises here, not mid-connect)
+        except ValueError as e:
+            raise ConfigError(f"the Redis URL {describe_url(url)!r} does not parse: {short(e)} "
+                              "(set VPCQ_REDIS_URL to redis://HOST:PORT/DB or unix://PATH)") from None
         try:
             if u.scheme == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -210,7 +215,7 @@ class BlockingRedis:
                     continue
                 out.append(reply)
         except OSError as e:
-            raise ConnectionLost(_short(e)) from e
+            raise ConnectionLost(short(e)) from e
         return out
 
     def call(self, *args: Any, timeout: float = TIMEOUT) -> Any:
@@ -273,9 +278,9 @@ def unreachable(url: str, e: BaseException) -> ConfigError:
     if _timed_out(e):
         why = f"Redis at {where} did not answer within {TIMEOUT:.0f} s (paused? overloaded?)"
     elif isinstance(e, OSError | ConnectionLost) or _is_redis(e, "ConnectionError"):
-        why = f"cannot reach Redis at {where} ({_short(e)})"
+        why = f"cannot reach Redis at {where} ({short(e)})"
     else:
-        why = f"Redis at {where} refused: {_short(e)}"
+        why = f"Redis at {where} refused: {short(e)}"
     embedded = "VPCQ_REDIS_URL" not in os.environ
     return ConfigError(why + ("; `vpcq up` starts the embedded instance again" if embedded else ""))
 
@@ -301,6 +306,6 @@ def _timed_out(e: BaseException) -> bool:
     return False
 
 
-def _short(e: BaseException) -> str:
+def short(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:160]

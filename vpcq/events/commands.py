@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
@@ -19,46 +18,30 @@ from pydantic import (
 )
 
 from vpcq.errors import DomainError
-from vpcq.events.schema import DEFERRED, Firewall, Rule
+from vpcq.events.schema import DEFERRED, MAX_RULES, Firewall, Rule
+from vpcq.events.types import (
+    Action,
+    Address,
+    IfName,
+    Name,
+    Network,
+    Port,
+    Protocol,
+    Seq,
+    SubnetRef,
+    explain,
+    is_name,
+    show,
+)
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
-
-
-def _name(value: str) -> str:
-    if not NAME_RE.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid name (1-32 characters of a-z, 0-9 and '-', "
-            "starting with a letter or digit)"
-        )
-    return value
-
-
-def _network(value: str) -> str:
-    try:
-        net = ipaddress.IPv4Network(value, strict=True)
-    except ValueError as e:
-        raise ValueError(f"{value!r} is not an IPv4 network with zero host bits ({e})") from e
-    return str(net)
-
-
-def _ifname(value: str) -> str:
-    if not IFNAME_RE.match(value) or value in (".", ".."):
-        raise ValueError(f"{value!r} is not a valid interface name")
-    return value
-
-
-def _address(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError as e:
-        raise ValueError(f"{value!r} is not an IPv4 address") from e
+# The fields of a command are the types its events are made of (vpcq.events.types): what
+# the CLI refuses, a JSON batch item or a hand-made event cannot slip past.
 
 
 def _upstream(value: str) -> str:
     if value == "none":
         return value
-    addr = ipaddress.IPv4Address(_address(value))
+    addr = ipaddress.IPv4Address(value)
     if addr.is_loopback or addr.is_multicast or addr.is_unspecified or addr.is_link_local \
             or addr == ipaddress.IPv4Address("255.255.255.255"):
         raise ValueError(f"{value} cannot be a resolver for a VPC's router (loopback, link-local, "
@@ -68,9 +51,10 @@ def _upstream(value: str) -> str:
 
 def _target(value: str) -> str:
     subnet, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not SUBNET:PORT (a subnet of the VPC and a port 1-65535)")
-    return f"{_name(subnet)}:{int(port)}"
+    if not sep or not is_name(subnet) or not port.isascii() or not port.isdigit() \
+            or len(port) > 5 or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{show(value)} is not SUBNET:PORT (a subnet of the VPC and a port 1-65535)")
+    return f"{subnet}:{int(port)}"
 
 
 def _targets(value: Any) -> Any:
@@ -81,15 +65,11 @@ def _targets(value: Any) -> Any:
     return value
 
 
-Name = Annotated[str, AfterValidator(_name)]
-Network = Annotated[str, AfterValidator(_network)]
-IfName = Annotated[str, AfterValidator(_ifname)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-Address = Annotated[str, AfterValidator(_address)]
-DnsUpstream = Annotated[str, AfterValidator(_upstream)]  # an IPv4 address, or "none"
+# an IPv4 address, or "none"
+DnsUpstream = Annotated[Address | Literal["none"], AfterValidator(_upstream)]
 Target = Annotated[str, AfterValidator(_target)]  # "SUBNET:PORT"
 Targets = Annotated[tuple[Target, ...], BeforeValidator(_targets), Field(min_length=1, max_length=64)]
-Protocol = Literal["tcp", "udp"]
+PortProtocol = Literal["tcp", "udp"]  # what a public port or a balancer forwards
 
 
 class _Command(BaseModel):
@@ -137,7 +117,7 @@ class ApplyFirewall(_Command):
     vpc: Name
     subnet: Name
     firewall: Firewall
-    file_subnet: str | None = None  # the file's own "subnet" field, checked by decide
+    file_subnet: SubnetRef | None = None  # the file's own "subnet" field, checked by decide
 
 
 class PeerVpcs(_Command):
@@ -170,14 +150,14 @@ class Expose(_Command):
     target: Name  # a public subnet or a balancer of the VPC
     port: Port
     host_port: Port | None = None  # None: the same as `port`
-    protocol: Protocol = "tcp"
+    protocol: PortProtocol = "tcp"
 
 
 class Unexpose(_Command):
     kind: Literal["unexpose"] = "unexpose"
     vpc: Name
     host_port: Port
-    protocol: Protocol = "tcp"
+    protocol: PortProtocol = "tcp"
 
 
 class CreateLb(_Command):
@@ -206,7 +186,7 @@ class DeleteLb(_Command):
 class Rollback(_Command):
     kind: Literal["rollback"] = "rollback"
     vpc: Name
-    to_seq: int = Field(ge=0)
+    to_seq: Seq
 
 
 Command: TypeAlias = Annotated[
@@ -243,13 +223,12 @@ def parse_command(data: dict[str, Any]) -> Command:
 def _domain_error(e: ValidationError) -> DomainError:
     err = e.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
-    # drop the discriminator tag pydantic puts first ("create-vpc", ...)
+    # drop the discriminator tag pydantic puts first ("create-vpc", ...), and the names of
+    # the validators pydantic puts in the path of a union or a constrained type
     if loc and loc[0] in _KINDS:
         loc = loc[1:]
-    field = ".".join(loc) or "command"
-    msg = str(err["msg"])
-    msg = msg.removeprefix("Value error, ")
-    return DomainError(field, msg)
+    field = ".".join(p for p in loc if not p.startswith(("function-", "json-or-python")))
+    return DomainError(field or "command", explain(err))
 
 
 _KINDS = {
@@ -264,37 +243,40 @@ _KINDS = {
 
 class _RuleFile(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
-    protocol: Literal["tcp", "udp", "icmp", "all"] = "tcp"
-    action: Literal["allow", "deny"]
+    protocol: Protocol = "tcp"
+    action: Action
     port: int | str | None = None
     cidr: str | None = None
 
-    @field_validator("port")
+    @field_validator("port", mode="before")
     @classmethod
-    def _port(cls, v: int | str | None) -> str | None:
+    def _port(cls, v: Any) -> str | None:
         if v is None:
             return None
-        text = str(v).strip()
-        m = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", text)
-        if not m:
-            raise ValueError(f"{v!r} is not a port or a range like 8000-8010")
-        lo = int(m.group(1))
-        hi = int(m.group(2) or lo)
+        if isinstance(v, bool) or not isinstance(v, int | str):  # `true` is not port 1
+            raise ValueError(f"{show(v)} is not a port or a range like 8000-8010")
+        text = str(v)
+        lo_hi = text.split("-") if isinstance(v, str) else [text]
+        if len(lo_hi) > 2 or not all(p.isascii() and p.isdigit() and len(p) <= 5 for p in lo_hi):
+            raise ValueError(f"{show(v)} is not a port or a range like 8000-8010")
+        lo, hi = int(lo_hi[0]), int(lo_hi[-1])
         if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
             raise ValueError(f"port {text} is outside 1-65535")
         if lo > hi:
             raise ValueError(f"port range {text} is reversed")
         return str(lo) if lo == hi else f"{lo}-{hi}"
 
-    @field_validator("cidr")
+    @field_validator("cidr", mode="before")
     @classmethod
-    def _cidr(cls, v: str | None) -> str | None:
+    def _cidr(cls, v: Any) -> str | None:
         if v is None:
             return None
-        try:
+        if not isinstance(v, str) or len(v) > 18 or not v.isascii():
+            raise ValueError(f"{show(v)} is not an IPv4 address or network")
+        try:  # a host address is the /32 it is; host bits set are the network's
             return str(ipaddress.IPv4Network(v, strict=False))
-        except ValueError as e:
-            raise ValueError(f"{v!r} is not an IPv4 address or network") from e
+        except ValueError:
+            raise ValueError(f"{show(v)} is not an IPv4 address or network") from None
 
     @model_validator(mode="after")
     def _port_needs_protocol(self) -> _RuleFile:
@@ -305,19 +287,26 @@ class _RuleFile(BaseModel):
 
 class _FirewallFile(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
-    subnet: str | None = None
-    ingress: list[_RuleFile] = []
-    egress: list[_RuleFile] = []
-    default: Literal["allow", "deny"] = "allow"
+    subnet: SubnetRef | None = None
+    ingress: list[_RuleFile] = Field([], max_length=MAX_RULES)
+    egress: list[_RuleFile] = Field([], max_length=MAX_RULES)
+    default: Action = "allow"
 
 
 def parse_firewall(data: Any) -> tuple[Firewall, str | None]:
-    """Parse the tutorial's firewall JSON; return the policy and the file's `subnet` field."""
+    """Parse the tutorial's firewall JSON; return the policy and the file's `subnet` field.
+    Every way rules come in (a file, a JSON batch item) goes through here."""
     try:
         f = _FirewallFile.model_validate(data)
+        fw = Firewall(
+            ingress=tuple(Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr)
+                          for r in f.ingress),
+            egress=tuple(Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr)
+                         for r in f.egress),
+            default=f.default,
+        )
     except ValidationError as e:
         err = _domain_error(e)
-        raise DomainError(f"firewall.{err.field}", err.reason) from None
-    rules = [Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr) for r in f.ingress]
-    egress = [Rule(protocol=r.protocol, action=r.action, port=r.port, cidr=r.cidr) for r in f.egress]
-    return Firewall(ingress=tuple(rules), egress=tuple(egress), default=f.default), f.subnet
+        raise DomainError(f"firewall.{err.field}" if err.field != "command" else "firewall",
+                          err.reason) from None
+    return fw, f.subnet

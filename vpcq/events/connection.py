@@ -7,14 +7,20 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
-from vpcq.config import QUEUE
-from vpcq.events.blocking import CONNECT_TIMEOUT, TIMEOUT, unreachable
+from vpcq.config import QUEUE, describe_url
+from vpcq.errors import ConfigError
+from vpcq.events.blocking import CONNECT_TIMEOUT, TIMEOUT, short, unreachable
 from vpcq.events.jobs import job_dumps, job_loads
 
 
 async def connect(url: str, *, check: bool = True) -> ArqRedis:
     """An ArqRedis client (a redis.asyncio.Redis) on `url`; ConfigError if unreachable."""
-    pool = ConnectionPool.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=TIMEOUT)
+    try:
+        pool = ConnectionPool.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
+                                       socket_timeout=TIMEOUT)
+    except ValueError as e:  # redis-py's words, which never repeat the URL
+        raise ConfigError(f"the Redis URL {describe_url(url)!r} does not parse: {short(e)} "
+                          "(set VPCQ_REDIS_URL to redis://HOST:PORT/DB or unix://PATH)") from None
     redis = ArqRedis(
         pool_or_conn=pool,
         job_serializer=job_dumps,

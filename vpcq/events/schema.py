@@ -1,15 +1,60 @@
 """Event schemas: frozen, past-tense, versioned, and the envelope that carries them in the log.
 
-Addresses and networks are stored as canonical strings: `decide` has validated them already,
-and a trusted replay should not pay for re-parsing them (see LIBRARIES.md, pydantic costs).
+Every field has a constrained type (vpcq.events.types): the log is read by root, and anyone
+who can write to Redis can write to it, so an event that names a kernel object outside
+vpcq's naming, or holds a newline, a reserved range or a port out of range, can be neither
+built nor read. Addresses and networks are stored in their canonical form and checked by
+pattern on read, not parsed again (see LIBRARIES.md, pydantic costs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Literal, NamedTuple, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from vpcq.events.types import (
+    Action,
+    Actor,
+    Address,
+    ArgKey,
+    ArgText,
+    Cidr,
+    CommandId,
+    Count,
+    IfName,
+    Key,
+    LinkAddress,
+    LinkEndA,
+    LinkEndB,
+    LinkNetwork,
+    Name,
+    Port,
+    Ports,
+    Protocol,
+    RouterNs,
+    Seq,
+    SubnetNetwork,
+    SubnetPrefix,
+    Text,
+    Time,
+    Version,
+    VpcNetwork,
+)
+
+# What a CommandAccepted may name: the kinds of commands there are.
+CommandKind = Literal[
+    "create-vpc", "add-subnet", "delete-subnet", "deploy-app", "stop-app", "apply-firewall",
+    "peer-vpcs", "unpeer-vpcs", "delete-vpc", "cleanup", "rollback",
+    "expose", "unexpose", "create-lb", "set-lb-targets", "delete-lb",
+]  # fmt: skip
+DeletionKind = Literal["delete-subnet", "delete-vpc", "unpeer-vpcs", "stop-app", "cleanup",
+                       "unexpose", "delete-lb"]
+# what groups the commands of one submit; "" for a worker's own record (a repair), as logs
+# have always held it
+Correlation = Literal[""] | CommandId
+MAX_RULES = 256  # per direction of a security group (AWS allows 60 by default, Neutron 100)
 
 # Validators are built when first used, not when the module is imported: a CLI command
 # validates a few of these types, or none, and building all of them costs it more than its
@@ -26,31 +71,75 @@ class Frozen(BaseModel):
 class LinkNet(Frozen):
     """A point-to-point veth pair on a /30 from 100.64.0.0/10; side `a` is the host or peer `a`."""
 
-    net: str
-    a_ns: str | None  # None = the host namespace
-    a_if: str
-    a_addr: str
-    b_ns: str
-    b_if: str
-    b_addr: str
-    prefixlen: int = 30
+    net: LinkNetwork
+    a_ns: RouterNs | None  # None = the host namespace
+    a_if: LinkEndA
+    a_addr: LinkAddress
+    b_ns: RouterNs
+    b_if: LinkEndB
+    b_addr: LinkAddress
+    prefixlen: Literal[30] = 30
+
+    @model_validator(mode="after")
+    def _ends(self) -> LinkNet:
+        # a host end is an uplink (vq...u: the host's rules know vpcq's links by that prefix),
+        # a router end of an uplink is `uplink`, and a peering is vp-... at both ends
+        host = self.a_ns is None
+        if host != self.a_if.startswith("vq") or host != (self.b_if == "uplink"):
+            raise ValueError(f"link {self.a_if} <-> {self.b_if} is neither an uplink (host vq<key>u, "
+                             "router uplink) nor a peering (vp-<key> in two routers)")
+        return self
 
 
 class Rule(Frozen):
     """One security-group rule, in the order the user wrote it."""
 
-    protocol: Literal["tcp", "udp", "icmp", "all"]
-    action: Literal["allow", "deny"]
-    port: str | None = None  # "80" or "8000-8010"; tcp/udp only
-    cidr: str | None = None  # source (ingress) or destination (egress)
+    protocol: Protocol
+    action: Action
+    port: Ports | None = None  # "80" or "8000-8010"; tcp/udp only
+    cidr: Cidr | None = None  # source (ingress) or destination (egress)
+
+    @model_validator(mode="after")
+    def _port_needs_protocol(self) -> Rule:
+        if self.port is not None and self.protocol in ("icmp", "all"):
+            raise ValueError(f"a port makes no sense with protocol {self.protocol}")
+        return self
+
+    def match(self) -> tuple[str, str | None, str]:
+        """What the rule matches (an absent source is anywhere)."""
+        return self.protocol, self.port, self.cidr or "0.0.0.0/0"
 
 
 class Firewall(Frozen):
     """A subnet's security group: ordered rules, first match wins, then the default."""
 
-    ingress: tuple[Rule, ...] = ()
-    egress: tuple[Rule, ...] = ()
-    default: Literal["allow", "deny"] = "allow"
+    ingress: tuple[Rule, ...] = Field((), max_length=MAX_RULES)
+    egress: tuple[Rule, ...] = Field((), max_length=MAX_RULES)
+    default: Action = "allow"
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> Firewall:
+        # as Neutron refuses a rule that exists (409): a rule matching what an earlier one
+        # matches could never take effect (first match wins)
+        for direction, rules in (("ingress", self.ingress), ("egress", self.egress)):
+            seen: dict[tuple[str, str | None, str], int] = {}
+            for i, r in enumerate(rules):
+                first = seen.setdefault(r.match(), i)
+                if first != i:
+                    raise ValueError(f"{direction} rule {i + 1} matches what rule {first + 1} "
+                                     f"matches ({_describe(r)}): it would never apply")
+        return self
+
+
+def _misnamed(*checks: tuple[str, str, str]) -> ValueError:
+    """The first of (field, value, what vpcq derives) that differs, as the error. Only built
+    on failure: the checks themselves are one expression each (a replay runs them all)."""
+    field, value, expected = next(c for c in checks if c[1] != c[2])
+    return ValueError(f"{field} is {value!r}, not {expected!r} as vpcq names it")
+
+
+def _describe(r: Rule) -> str:
+    return f"{r.protocol}{' port ' + r.port if r.port else ''}, {r.cidr or 'anywhere'}"
 
 
 # ---- command bookkeeping -------------------------------------------------------------------
@@ -60,13 +149,13 @@ class CommandAccepted(Frozen):
     """A command passed validation; its domain events follow in the same append."""
 
     type: Literal["CommandAccepted"] = "CommandAccepted"
-    kind: str
-    args: dict[str, str | int | bool | None]
-    vpcs: tuple[str, ...]
-    events: int  # how many domain events of this command follow it in the same append
+    kind: CommandKind
+    args: dict[ArgKey, ArgText | int | bool | None]
+    vpcs: tuple[Name, ...]
+    events: Count  # how many domain events of this command follow it in the same append
     # the host whose workers apply it, decided with it (None: it touches no VPC, or it was
     # written before commands named their host; the fold then works it out as decide did)
-    host: str | None = None
+    host: Name | None = None
 
     def aggregates(self) -> tuple[str, ...]:
         return self.vpcs
@@ -76,9 +165,9 @@ class ChangeApplied(Frozen):
     """A worker brought the kernel to the state the log had after the command."""
 
     type: Literal["ChangeApplied"] = "ChangeApplied"
-    command_id: str
-    vpcs: tuple[str, ...]
-    steps: int = 0
+    command_id: CommandId
+    vpcs: tuple[Name, ...]
+    steps: Count = 0
 
     def aggregates(self) -> tuple[str, ...]:
         return self.vpcs
@@ -88,11 +177,11 @@ class ChangeFailed(Frozen):
     """Applying the command failed; the kernel was brought back and the change removed."""
 
     type: Literal["ChangeFailed"] = "ChangeFailed"
-    command_id: str
-    vpcs: tuple[str, ...]
-    reason: str
-    undo_errors: tuple[str, ...] = ()
-    caused_by: str | None = None  # set when cancelled because an earlier change failed
+    command_id: CommandId
+    vpcs: tuple[Name, ...]
+    reason: Text
+    undo_errors: tuple[Text, ...] = ()
+    caused_by: CommandId | None = None  # set when cancelled because an earlier change failed
 
     def aggregates(self) -> tuple[str, ...]:
         return self.vpcs
@@ -104,9 +193,9 @@ class CommandRedecided(Frozen):
     Its new domain events follow in the same commit (a deletion is never cancelled)."""
 
     type: Literal["CommandRedecided"] = "CommandRedecided"
-    kind: str
-    vpcs: tuple[str, ...]
-    events: int  # how many domain events follow it in the same commit
+    kind: DeletionKind
+    vpcs: tuple[Name, ...]
+    events: Count  # how many domain events follow it in the same commit
 
     def aggregates(self) -> tuple[str, ...]:
         return self.vpcs
@@ -116,8 +205,8 @@ class DriftRepaired(Frozen):
     """A worker found the kernel different from the log (a reboot, a hand edit) and fixed it."""
 
     type: Literal["DriftRepaired"] = "DriftRepaired"
-    vpcs: tuple[str, ...]
-    steps: tuple[str, ...]  # what was done, one line each (at most 100)
+    vpcs: tuple[Name, ...]
+    steps: tuple[Text, ...] = Field(max_length=100)  # what was done, one line each
 
     def aggregates(self) -> tuple[str, ...]:
         return self.vpcs
@@ -128,17 +217,29 @@ class DriftRepaired(Frozen):
 
 class VpcCreated(Frozen):
     type: Literal["VpcCreated"] = "VpcCreated"
-    name: str
-    cidr: str
-    key: str  # short stable id used in kernel names
-    router_ns: str
-    interface: str | None  # internet interface; None = $VPCQ_UPLINK or the default route's
+    name: Name
+    cidr: VpcNetwork
+    key: Key  # short stable id used in kernel names
+    router_ns: str  # vpcq_<name>: checked by _derived, so no pattern of its own to pay for
+    interface: IfName | None  # internet interface; None = $VPCQ_UPLINK or the default route's
     uplink: LinkNet
     host_route: bool  # False when the CIDR overlaps an existing VPC of its host
-    host: str = "default"  # the host whose workers build it (their $VPCQ_HOST)
+    host: Name = "default"  # the host whose workers build it (their $VPCQ_HOST)
     # where its public subnets' resolver sends names it does not know: an address, "none",
     # or None for the host's setting ($VPCQ_DNS_UPSTREAM, else the host's resolver)
-    dns_upstream: str | None = None
+    dns_upstream: Address | Literal["none"] | None = None
+
+    @model_validator(mode="after")
+    def _derived(self) -> VpcCreated:
+        # the kernel names are the core's, derived from the name and the key: an event that
+        # names another object (someone else's namespace, another VPC's uplink) is refused
+        up = self.uplink
+        if self.router_ns != "vpcq_" + self.name or up.a_if != "vq" + self.key + "u" \
+                or up.b_ns != self.router_ns:
+            raise _misnamed(("router_ns", self.router_ns, "vpcq_" + self.name),
+                            ("uplink.a_if", up.a_if, "vq" + self.key + "u"),
+                            ("uplink.b_ns", up.b_ns, self.router_ns))
+        return self
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.name,)
@@ -146,17 +247,28 @@ class VpcCreated(Frozen):
 
 class SubnetAdded(Frozen):
     type: Literal["SubnetAdded"] = "SubnetAdded"
-    vpc: str
-    name: str
-    cidr: str
+    vpc: Name
+    name: Name
+    cidr: SubnetNetwork
     public: bool
-    key: str
+    key: Key
+    # derived from the names and the key, and checked to be (_derived): no pattern to pay for
     netns: str  # "<vpc>-<subnet>", the tutorial's name
     bridge: str  # in the router namespace, holds the gateway
     veth: str  # router-side end; the subnet-side end is eth0
-    gateway: str  # last host address
-    address: str  # first host address
-    prefixlen: int
+    gateway: Address  # last host address
+    address: Address  # first host address
+    prefixlen: SubnetPrefix
+
+    @model_validator(mode="after")
+    def _derived(self) -> SubnetAdded:
+        if self.netns != self.vpc + "-" + self.name or self.bridge != "vb-" + self.key \
+                or self.veth != "vs-" + self.key or not self.cidr.endswith(f"/{self.prefixlen}"):
+            raise _misnamed(("netns", self.netns, self.vpc + "-" + self.name),
+                            ("bridge", self.bridge, "vb-" + self.key),
+                            ("veth", self.veth, "vs-" + self.key),
+                            ("prefixlen", str(self.prefixlen), self.cidr.rpartition("/")[2]))
+        return self
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -164,8 +276,8 @@ class SubnetAdded(Frozen):
 
 class SubnetDeleted(Frozen):
     type: Literal["SubnetDeleted"] = "SubnetDeleted"
-    vpc: str
-    name: str
+    vpc: Name
+    name: Name
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -173,9 +285,9 @@ class SubnetDeleted(Frozen):
 
 class AppDeployed(Frozen):
     type: Literal["AppDeployed"] = "AppDeployed"
-    vpc: str
-    subnet: str
-    port: int
+    vpc: Name
+    subnet: Name
+    port: Port
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -183,9 +295,9 @@ class AppDeployed(Frozen):
 
 class AppStopped(Frozen):
     type: Literal["AppStopped"] = "AppStopped"
-    vpc: str
-    subnet: str
-    port: int
+    vpc: Name
+    subnet: Name
+    port: Port
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -193,8 +305,8 @@ class AppStopped(Frozen):
 
 class FirewallApplied(Frozen):
     type: Literal["FirewallApplied"] = "FirewallApplied"
-    vpc: str
-    subnet: str
+    vpc: Name
+    subnet: Name
     firewall: Firewall
 
     def aggregates(self) -> tuple[str, ...]:
@@ -203,11 +315,18 @@ class FirewallApplied(Frozen):
 
 class VpcsPeered(Frozen):
     type: Literal["VpcsPeered"] = "VpcsPeered"
-    a: str
-    b: str
-    a_cidr: str
-    b_cidr: str
+    a: Name
+    b: Name
+    a_cidr: VpcNetwork
+    b_cidr: VpcNetwork
     link: LinkNet  # a side in a's router, b side in b's router
+
+    @model_validator(mode="after")
+    def _derived(self) -> VpcsPeered:
+        if self.link.a_ns != "vpcq_" + self.a or self.link.b_ns != "vpcq_" + self.b:
+            raise _misnamed(("link.a_ns", str(self.link.a_ns), "vpcq_" + self.a),
+                            ("link.b_ns", self.link.b_ns, "vpcq_" + self.b))
+        return self
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.a, self.b)
@@ -215,8 +334,8 @@ class VpcsPeered(Frozen):
 
 class VpcsUnpeered(Frozen):
     type: Literal["VpcsUnpeered"] = "VpcsUnpeered"
-    a: str
-    b: str
+    a: Name
+    b: Name
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.a, self.b)
@@ -224,7 +343,7 @@ class VpcsUnpeered(Frozen):
 
 class VpcDeleted(Frozen):
     type: Literal["VpcDeleted"] = "VpcDeleted"
-    name: str
+    name: Name
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.name,)
@@ -233,8 +352,8 @@ class VpcDeleted(Frozen):
 class LbTarget(Frozen):
     """A balancer's target: a subnet of its VPC, and the port connections go to there."""
 
-    subnet: str
-    port: int = Field(ge=1, le=65535)
+    subnet: Name
+    port: Port
 
 
 class LoadBalancerCreated(Frozen):
@@ -242,12 +361,12 @@ class LoadBalancerCreated(Frozen):
     new connections over the healthy targets."""
 
     type: Literal["LoadBalancerCreated"] = "LoadBalancerCreated"
-    vpc: str
-    name: str
-    key: str  # short stable id used in its chain's name
-    address: str
-    port: int = Field(ge=1, le=65535)
-    targets: tuple[LbTarget, ...]
+    vpc: Name
+    name: Name
+    key: Key  # short stable id used in its chain's name
+    address: Address
+    port: Port
+    targets: tuple[LbTarget, ...] = Field(min_length=1, max_length=64)
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -255,9 +374,9 @@ class LoadBalancerCreated(Frozen):
 
 class LoadBalancerTargetsSet(Frozen):
     type: Literal["LoadBalancerTargetsSet"] = "LoadBalancerTargetsSet"
-    vpc: str
-    name: str
-    targets: tuple[LbTarget, ...]
+    vpc: Name
+    name: Name
+    targets: tuple[LbTarget, ...] = Field(min_length=1, max_length=64)
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -265,8 +384,8 @@ class LoadBalancerTargetsSet(Frozen):
 
 class LoadBalancerDeleted(Frozen):
     type: Literal["LoadBalancerDeleted"] = "LoadBalancerDeleted"
-    vpc: str
-    name: str
+    vpc: Name
+    name: Name
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -277,12 +396,12 @@ class PortExposed(Frozen):
     balancer of the VPC."""
 
     type: Literal["PortExposed"] = "PortExposed"
-    vpc: str
-    host_port: int = Field(ge=1, le=65535)
+    vpc: Name
+    host_port: Port
     protocol: Literal["tcp", "udp"]
-    target: str  # a subnet or a balancer of the VPC
+    target: Name  # a subnet or a balancer of the VPC
     balancer: bool  # whether `target` names a balancer
-    port: int = Field(ge=1, le=65535)
+    port: Port
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc,)
@@ -290,8 +409,8 @@ class PortExposed(Frozen):
 
 class PortUnexposed(Frozen):
     type: Literal["PortUnexposed"] = "PortUnexposed"
-    vpc: str
-    host_port: int = Field(ge=1, le=65535)
+    vpc: Name
+    host_port: Port
     protocol: Literal["tcp", "udp"]
 
     def aggregates(self) -> tuple[str, ...]:
@@ -312,11 +431,11 @@ class VpcRestored(Frozen):
     """
 
     type: Literal["VpcRestored"] = "VpcRestored"
-    vpc: str
-    to_seq: int
-    reason: str
+    vpc: Name
+    to_seq: Seq
+    reason: Text
     genesis: tuple[GenesisEvent, ...]
-    touches: tuple[str, ...] = ()  # peers whose routers change with it
+    touches: tuple[Name, ...] = ()  # peers whose routers change with it
 
     def aggregates(self) -> tuple[str, ...]:
         return (self.vpc, *(t for t in self.touches if t != self.vpc))
@@ -377,12 +496,12 @@ SCHEMA_VERSIONS: dict[str, int] = {
 class Envelope(Frozen):
     """One entry of the log: a typed event and the facts of who, when, why."""
 
-    seq: int = 0  # position in the log; assigned by the store on append
-    schema_version: int = 1
-    command_id: str
-    correlation_id: str
-    actor: str  # "user@host"
-    time: str  # ISO 8601, UTC
+    seq: Seq = 0  # position in the log; assigned by the store on append
+    schema_version: Version = 1
+    command_id: CommandId
+    correlation_id: Correlation
+    actor: Actor  # "user@host"
+    time: Time  # ISO 8601, UTC
     event: Event
 
     @property
@@ -413,13 +532,13 @@ class Commit(Frozen):
     # costs by the byte (the full names would be repeated in every commit).
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
-    seq: int = Field(0, alias="s")  # the first event's sequence number
-    command_id: str = Field(alias="c")
-    correlation_id: str = Field(alias="r")
-    actor: str = Field(alias="a")
-    time: str = Field(alias="t")
-    versions: tuple[int, ...] = Field(alias="v")  # each event's schema version, as stored
-    events: tuple[Event, ...] = Field(alias="e")
+    seq: Seq = Field(0, alias="s")  # the first event's sequence number
+    command_id: CommandId = Field(alias="c")
+    correlation_id: Correlation = Field(alias="r")
+    actor: Actor = Field(alias="a")
+    time: Time = Field(alias="t")
+    versions: tuple[Version, ...] = Field(alias="v", min_length=1)  # each event's, as stored
+    events: tuple[Event, ...] = Field(alias="e", min_length=1)
 
     @property
     def last(self) -> int:
@@ -481,3 +600,22 @@ def commits_of(envelopes: Iterable[Envelope]) -> list[Commit]:
 
 
 COMMIT: TypeAdapter[Commit] = TypeAdapter(Commit)
+
+
+class Rejected(NamedTuple):
+    """A stream entry that is not a commit vpcq wrote: quarantined where it is read (never
+    folded, never applied), and shown by `vpcq log` and `vpcq fsck`.
+
+    It still stands at its place in the log: it takes the sequence numbers `seq`..`last`
+    (its id's, and as many as the events it claims, as the append script counts them), so
+    the commits after it keep theirs and appends go on after it.
+    """
+
+    entry_id: str
+    seq: int
+    last: int
+    reason: str
+
+    def line(self) -> str:
+        """One line naming the entry and why it was rejected."""
+        return f"log entry {self.entry_id} rejected: {self.reason}"

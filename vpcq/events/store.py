@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+import structlog
 from pydantic import ValidationError
 
 from vpcq.errors import ConcurrencyError, LockLost
@@ -30,9 +32,13 @@ from vpcq.events.schema import (
     SCHEMA_VERSIONS,
     Commit,
     Envelope,
+    Rejected,
     commits_of,
 )
+from vpcq.events.types import escape, explain, hidden_text, plain_json, show
 from vpcq.events.upcast import upcast, upcast_event
+
+log = structlog.get_logger("vpcq.store")
 
 # ARGV: expected version (-1: any), a lock token ('' for none), then quadruples (once-key,
 # command key, event count, commit JSON without its sequence number). With a token, KEYS[6..]
@@ -44,10 +50,31 @@ from vpcq.events.upcast import upcast, upcast_event
 # command is found without reading the log; KEYS[5] says from which sequence number on every
 # command is (a log written before the index existed has older commands that are not). The
 # script numbers each commit (`"s"`, also the entry's id) as it writes it.
+#
+# The version is also checked against the stream's last entry: an entry another client wrote
+# past it (quarantined by every reader, see `Rejected`) takes its numbers, counted as
+# `_extent` counts them, so the next commit's id is above it and the readers' fold agrees on
+# the version; a version key that is not a number is worked out from that entry alone.
 _APPEND = """
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-if cur == nil then
-  return redis.error_reply('BAD_VERSION the log version key is not a number')
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if top ~= nil then
+  local n = tonumber(string.match(top[1], '^(%d+)%-')) or 0
+  if cur == nil or n > cur then
+    local count = 1
+    for j = 1, #top[2], 2 do
+      if top[2][j] == 'c' then
+        local ok, body = pcall(cjson.decode, top[2][j + 1])
+        if ok and type(body) == 'table' and body['s'] == n and type(body['e']) == 'table'
+            and #body['e'] > 0 then
+          count = #body['e']
+        end
+      end
+    end
+    cur = math.max(cur or 0, n + count - 1)
+  end
+elseif cur == nil then
+  cur = 0
 end
 local expected = tonumber(ARGV[1])
 if expected >= 0 and cur ~= expected then
@@ -97,54 +124,184 @@ def stored(commit: Commit) -> bytes:
     return commit.model_dump_json(by_alias=True).encode()
 
 
+def checked(events: Sequence[Envelope]) -> list[tuple[Commit, bytes]]:
+    """The commits of `events` and what the append script is given for each, read back as a
+    reader would first: an event made without validation (model_construct) is refused here
+    (BadEntry), not written for every reader to quarantine."""
+    out = []
+    for c in commits_of(events):
+        data = encode(c)
+        decode(b'{"s":1,' + data[1:])
+        out.append((c, data))
+    return out
+
+
 # Every event type is at this version today (see `decode`).
 _LATEST = max(SCHEMA_VERSIONS.values())
 
 
+class BadEntry(ValueError):
+    """A stream entry that does not decode to a commit vpcq can trust; says why, in one line."""
+
+
 def decode(data: bytes) -> Commit:
-    """A commit read back from the log, its events upcast to today's schema.
+    """A commit read back from the log, its events upcast to today's schema; BadEntry if
+    it is not one.
 
     The fast path hands the stored bytes straight to pydantic's JSON validator (no Python
     objects for the JSON first, as json.loads plus validation makes), in strict mode: vpcq
     writes every field in its own JSON type, so no lax coercion has to be tried. A commit
     holding an event stored under an older schema fails that or shows its version, and takes
     the slow path, which upcasts and validates as laxly as any version was written.
+
+    Strings that are only shown (`Shown`) are checked here for the whole entry at once: an
+    entry that is not plain JSON (ASCII, no escape) is searched for a control character.
     """
+    if not plain_json(data):
+        _shown(data)
     try:
         c = COMMIT.validate_json(data, strict=True)
+        if len(c.versions) != len(c.events):
+            raise BadEntry(f"{len(c.events)} events but {len(c.versions)} schema versions")
         # a stored version is never above today's, so at the latest one nothing is stale
-        if min(c.versions) == _LATEST or all(
+        if min(c.versions) == max(c.versions) == _LATEST or all(
             v == SCHEMA_VERSIONS[e.type] for v, e in zip(c.versions, c.events, strict=True)
         ):
             return c
     except ValidationError:
         pass
-    raw: dict[str, Any] = json.loads(data)
-    raw["e"] = [upcast_event(e, v) for v, e in zip(raw["v"], raw["e"], strict=True)]
-    raw["v"] = [SCHEMA_VERSIONS[e["type"]] for e in raw["e"]]
-    return COMMIT.validate_python(raw)
+    try:
+        raw: dict[str, Any] = json.loads(data)
+        raw["e"] = [upcast_event(e, v) for v, e in zip(raw["v"], raw["e"], strict=True)]
+        raw["v"] = [SCHEMA_VERSIONS[e["type"]] for e in raw["e"]]
+        return COMMIT.validate_python(raw)
+    except ValidationError as e:
+        raise BadEntry(_why(e)) from None
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as e:
+        raise BadEntry(_broken(e)) from None
 
 
 def decode_envelope(seq: int, data: bytes) -> Envelope:
     """An entry of the first layout (one envelope per entry), upcast like any other."""
+    if not plain_json(data):
+        _shown(data)
     try:
         env = ENVELOPE.validate_json(b'{"seq":%d,%s' % (seq, data[1:]))
         if env.schema_version == SCHEMA_VERSIONS[env.event.type]:
             return env
     except ValidationError:
         pass
-    raw: dict[str, Any] = json.loads(data)
-    raw["seq"] = seq
-    return ENVELOPE.validate_python(upcast(raw))
+    try:
+        raw: dict[str, Any] = json.loads(data)
+        raw["seq"] = seq
+        return ENVELOPE.validate_python(upcast(raw))
+    except ValidationError as e:
+        raise BadEntry(_why(e)) from None
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as e:
+        raise BadEntry(_broken(e)) from None
+
+
+def _shown(data: bytes) -> None:
+    try:
+        hidden = hidden_text(json.loads(data))
+    except (ValueError, RecursionError):
+        return  # not JSON: the validator says so
+    if hidden is not None:
+        raise BadEntry(f"{show(hidden)} holds a control or format character")
+
+
+def _why(e: ValidationError) -> str:
+    err = e.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    return f"{where + ': ' if where else ''}{explain(err)}"
+
+
+def _broken(e: BaseException) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"not JSON ({e.msg} at offset {e.pos})"
+    if isinstance(e, KeyError):
+        return f"no field {show(e.args[0])}"
+    if isinstance(e, RecursionError):
+        return "JSON nested too deep"
+    if isinstance(e, TypeError):
+        return "not a commit (a field has the wrong JSON type)"
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+_ID = re.compile(rb"([1-9][0-9]{0,15})-0")
 
 
 def decode_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Commit:
-    """One stream entry, in either layout, as a commit."""
+    """One stream entry, in either layout, as a commit; BadEntry if it is not one vpcq wrote
+    (a body that is not a commit, an id that is not `<its first seq>-0`)."""
+    m = _ID.fullmatch(entry_id)
+    if m is None:
+        raise BadEntry("its id is not <seq>-0 as vpcq writes them")
+    seq = int(m.group(1))
     data = fields.get(b"c")
     if data is not None:
-        return decode(data)
-    (commit,) = commits_of([decode_envelope(_seq(entry_id), fields[b"e"])])
+        c = decode(data)
+        if c.seq != seq:
+            raise BadEntry(f"it says it starts at event {c.seq}, its id at {seq}")
+        return c
+    data = fields.get(b"e")
+    if data is None:
+        raise BadEntry("it has no field c (a commit) or e (an event)")
+    (commit,) = commits_of([decode_envelope(seq, data)])
     return commit
+
+
+def _extent(entry_id: bytes, fields: dict[bytes, bytes]) -> tuple[int, int]:
+    """The sequence numbers a rejected entry takes, as the append script counts them: from
+    its id's, one, or as many as the events of a body that says it starts there."""
+    head = entry_id.split(b"-", 1)[0]
+    seq = int(head) if head.isdigit() and len(head) <= 16 else 0
+    count = 1
+    try:
+        body = json.loads(fields[b"c"]) if b"c" in fields else None
+    except (ValueError, RecursionError):
+        body = None
+    if isinstance(body, dict) and body.get("s") == seq and isinstance(body.get("e"), list) \
+            and body["e"]:
+        count = len(body["e"])
+    return seq, seq + count - 1
+
+
+class Reader:
+    """Checks a run of entries in log order: each decodes, and starts after the one before
+    it; one that does not is a `Rejected`, logged once by each reader process."""
+
+    def __init__(self, last: int | None = None) -> None:
+        self.last = last  # the last sequence number taken so far (None: not known yet)
+
+    def check(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Commit | Rejected:
+        try:
+            c = decode_entry(entry_id, fields)
+            if self.last is not None and c.seq <= self.last:
+                raise BadEntry(f"it starts at event {c.seq}, inside the entry before it "
+                               f"(which ends at {self.last})")
+        except BadEntry as e:
+            seq, last = _extent(entry_id, fields)
+            if self.last is not None and seq <= self.last:
+                last = self.last  # inside what is taken: it takes nothing more (nor does
+                #                   the append script count it: its id is not past the version)
+            r = Rejected(escape(entry_id.decode(errors="replace"), 40), seq, last,
+                         escape(str(e), 300))
+            self.last = max(self.last or 0, last)
+            if r.entry_id not in _SAID:
+                _SAID[r.entry_id] = r
+                log.warning("rejected", entry=r.entry_id, reason=r.reason)
+            return r
+        self.last = c.last
+        return c
+
+
+_SAID: dict[str, Rejected] = {}  # the entries this process has logged as rejected
+
+
+def rejected_seen() -> list[Rejected]:
+    """The entries this process has rejected so far, each once (for the CLI to say so)."""
+    return list(_SAID.values())
 
 
 class EventStore:
@@ -164,7 +321,10 @@ class EventStore:
     async def version(self) -> int:
         """The sequence number of the last event (0 for an empty log)."""
         v = await self.redis.get(self.version_key)
-        return int(v or 0)
+        if v is None or v.isdigit():
+            return int(v or 0)
+        top = await self.redis.xrevrange(self.stream, "+", "-", count=1)  # as the append does
+        return _extent(*top[0])[1] if top else 0
 
     async def append(
         self, events: Sequence[Envelope], expected_version: int | None, fence: Fence | None = None
@@ -179,11 +339,11 @@ class EventStore:
             return await self.version()
         args: list[Any] = [-1 if expected_version is None else expected_version,
                            fence.token if fence is not None else ""]
-        for c in commits_of(events):
+        for c, data in checked(events):
             first = c.events[0].type
             once = c.command_id if first in OUTCOMES else ""
             command = c.command_id if first == "CommandAccepted" else ""
-            args += [once, command, len(c.events), encode(c)]
+            args += [once, command, len(c.events), data]
         keys = [self.stream, self.version_key, self.outcomes_key, self.commands_key,
                 self.indexed_key, *(fence.keys if fence is not None else ())]
         try:
@@ -217,44 +377,61 @@ class EventStore:
 
     async def _at(self, seq: int) -> Commit | None:
         entries = await self.redis.xrange(self.stream, f"{seq}-0", f"{seq}-0")
-        return decode_entry(*entries[0]) if entries else None
+        c = Reader().check(*entries[0]) if entries else None
+        return c if isinstance(c, Commit) else None
 
     async def _search(self, command_id: str, upto: int | None) -> Commit | None:
         async for page in self.pages(0, upto):
             for c in page:
-                if c.command_id == command_id and c.events[0].type == "CommandAccepted":
+                if isinstance(c, Commit) and c.command_id == command_id \
+                        and c.events[0].type == "CommandAccepted":
                     return c
         return None
 
     async def read(self, after: int = 0, upto: int | None = None) -> list[Envelope]:
-        """Events with `after` < seq <= `upto`, in order."""
+        """Events with `after` < seq <= `upto`, in order (rejected entries left out)."""
         with no_gc():
             return [env async for env in self.iter(after, upto)]
 
     async def iter(self, after: int = 0, upto: int | None = None) -> AsyncIterator[Envelope]:
-        """Stream events page by page."""
+        """Stream events page by page (rejected entries left out)."""
         async for page in self.pages(after, upto):
             for c in page:
-                for env in c.envelopes():
-                    yield env
+                if isinstance(c, Commit):
+                    for env in c.envelopes():
+                        yield env
 
-    async def pages(self, after: int = 0, upto: int | None = None) -> AsyncIterator[list[Commit]]:
+    async def entries(self, after: int = 0) -> AsyncIterator[Envelope | Rejected]:
+        """Every event after `after`, and every rejected entry where it stands (`vpcq log`)."""
+        async for page in self.pages(after):
+            for c in page:
+                if isinstance(c, Commit):
+                    for env in c.envelopes():
+                        yield env
+                else:
+                    yield c
+
+    async def pages(self, after: int = 0, upto: int | None = None
+                    ) -> AsyncIterator[list[Commit | Rejected]]:
         """The commits holding events `after` < seq <= `upto`, clipped to that range, a page
-        at a time. On an asyncio client the next page is requested before this one is
-        decoded, so Redis reads while Python decodes.
+        at a time; an entry that is not a commit vpcq wrote is a `Rejected` in its place. On
+        an asyncio client the next page is requested before this one is decoded, so Redis
+        reads while Python decodes.
         """
         last = "+" if upto is None else f"{upto}-0"
+        reader = Reader()
         if after > 0:  # one round trip: the commit holding event `after`, and the first page
             pipe = self.redis.pipeline(transaction=False)
             pipe.xrevrange(self.stream, f"{after}-0", "-", count=1)
             pipe.xrange(self.stream, f"({after}-0", last, count=PAGE)
             prev, page = await pipe.execute()
-            head = _straddling(prev, after, upto)
+            head = _straddling(reader, prev, after, upto)
             if head is not None:
                 yield [head]
         else:
             page = await self.redis.xrange(self.stream, "-", last, count=PAGE)
         more: Any = None  # an asyncio.Future: the next page, asked for before this one is decoded
+        check = reader.check
         try:
             while page:
                 start = "(" + page[-1][0].decode() if len(page) == PAGE else None
@@ -263,9 +440,11 @@ class EventStore:
 
                     more = asyncio.ensure_future(self.redis.xrange(self.stream, start, last, count=PAGE))
                     await asyncio.sleep(0)  # let the request go out before decoding
-                commits = [decode_entry(entry_id, fields) for entry_id, fields in page]
+                commits = [check(entry_id, fields) for entry_id, fields in page]
                 if upto is not None:  # only the range's last commit can overrun `upto`
-                    clipped = commits[-1].clip(after, upto)
+                    end = commits[-1]
+                    clipped = end.clip(after, upto) if isinstance(end, Commit) \
+                        else end._replace(last=min(end.last, upto))
                     commits[-1:] = [clipped] if clipped is not None else []
                 yield commits
                 if more is not None:
@@ -277,17 +456,20 @@ class EventStore:
                 more.cancel()
 
     async def follow(self, after: int, block_ms: int = 1000) -> AsyncIterator[Envelope]:
-        """Events after `after`, waiting for new ones; runs until the caller stops."""
+        """Events after `after`, waiting for new ones (rejected entries left out); runs until
+        the caller stops."""
         async for batch in self.arrivals(after, block_ms):
             for env in batch:
                 yield env
 
     async def arrivals(self, after: int, block_ms: int = 1000) -> AsyncGenerator[list[Envelope], None]:
-        """The events after `after` as they come, a list per read; an empty list when none
-        came within `block_ms` (a caller that also watches a clock gets its turn)."""
+        """The events after `after` as they come, a list per read (rejected entries left
+        out); an empty list when none came within `block_ms` (a caller that also watches a
+        clock gets its turn)."""
+        reader = Reader()
         prev = await self.redis.xrevrange(self.stream, f"{after}-0", "-", count=1) if after > 0 else []
-        head = _straddling(prev, after, None)
-        if head is not None:
+        head = _straddling(reader, prev, after, None)
+        if isinstance(head, Commit):
             yield head.envelopes()
         last = f"{after}-0"
         while True:
@@ -296,14 +478,40 @@ class EventStore:
             for _stream, entries in res or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
-                    batch += decode_entry(entry_id, fields).envelopes()
+                    c = reader.check(entry_id, fields)
+                    if isinstance(c, Commit):
+                        batch += c.envelopes()
             yield batch
 
+    async def check_version(self) -> list[str]:
+        """What is wrong with the version key, as lines: it must be a number, and the last
+        sequence number the stream's entries take."""
+        raw = await self.redis.get(self.version_key)
+        top = await self.redis.xrevrange(self.stream, "+", "-", count=1)
+        last = _extent(*top[0])[1] if top else 0
+        if raw is not None and not raw.isdigit():
+            return [f"{self.version_key} holds {show(raw)}, not a number (appends work it out "
+                    f"from the stream: {last})"]
+        if int(raw or 0) < last:
+            return [f"{self.version_key} is {int(raw or 0)}, behind the stream's last entry "
+                    f"({last}): the next append goes after the entry"]
+        return []
 
-def _straddling(prev: list[Any], after: int, upto: int | None) -> Commit | None:
+    async def rejected(self) -> list[Rejected]:
+        """Every entry of the log that readers quarantine (`vpcq fsck`)."""
+        return [c async for page in self.pages() for c in page if isinstance(c, Rejected)]
+
+
+def _straddling(reader: Reader, prev: list[Any], after: int, upto: int | None
+                ) -> Commit | Rejected | None:
     """From XREVRANGE <after> - COUNT 1: the events after `after` in the commit holding
     event `after`, if any (a read may start inside a commit)."""
-    return decode_entry(*prev[0]).clip(after, upto) if prev else None
+    if not prev:
+        return None
+    c = reader.check(*prev[0])
+    if isinstance(c, Rejected):
+        return c if c.last > after else None
+    return c.clip(after, upto)
 
 
 @contextmanager
@@ -322,6 +530,3 @@ def no_gc() -> Iterator[None]:
         if was:
             gc.enable()
 
-
-def _seq(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[0])

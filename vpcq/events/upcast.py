@@ -18,7 +18,12 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 def upcast_event(event: dict[str, Any], version: int) -> dict[str, Any]:
     """Lift one event dict stored at `version` to today's schema, one step at a time."""
     kind = event["type"]
-    current = SCHEMA_VERSIONS[kind]
+    current = SCHEMA_VERSIONS.get(kind) if isinstance(kind, str) else None
+    if current is None:
+        raise ValueError(f"unknown event type {kind!r}"[:120])
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= current:
+        raise ValueError(f"{kind} at schema version {version!r}, which this vpcq does not know "
+                         f"(0 to {current})"[:160])
     while version < current:
         step = UPCASTERS.get((kind, version))
         if step is None:

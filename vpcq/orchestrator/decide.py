@@ -304,6 +304,10 @@ def _cleanup_scope(cmd: Cleanup, state: State) -> list[str]:
     """The VPCs a cleanup deletes. One command is applied by the workers of one host, so
     with VPCs on several hosts it names the host."""
     hosts = sorted({v.host for v in state.vpcs.values()})
+    if cmd.host is not None and cmd.host not in hosts:
+        # a typo must not look like a cleanup that worked
+        raise DomainError("host", f"no VPC is on host {cmd.host!r} (VPCs are on: "
+                                  f"{', '.join(hosts) or 'no host, there is no VPC'})")
     if cmd.host is None and len(hosts) > 1:
         raise DomainError("host", f"VPCs are on {len(hosts)} hosts ({', '.join(hosts)}): "
                                   "clean up one at a time (vpcq cleanup --host HOST)")

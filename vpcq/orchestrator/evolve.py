@@ -21,6 +21,7 @@ from vpcq.events.schema import (
     LoadBalancerTargetsSet,
     PortExposed,
     PortUnexposed,
+    Rejected,
     SubnetAdded,
     SubnetDeleted,
     VpcCreated,
@@ -93,13 +94,21 @@ class Folder:
         ev = env.event
         _ON[type(ev)](self, ev, env)
 
-    def commit(self, c: Commit) -> None:
-        """All of a commit's events, without an envelope for each."""
+    def commit(self, c: Commit | Rejected) -> None:
+        """All of a commit's events, without an envelope for each (a rejected entry: none,
+        but the numbers it takes)."""
+        if isinstance(c, Rejected):
+            self.skip(c)
+            return
         seq = c.seq
         for ev in c.events:
             self.seq = seq
             _ON[type(ev)](self, ev, c)
             seq += 1
+
+    def skip(self, r: Rejected) -> None:
+        """A quarantined entry: nothing of it is folded, but the log goes on after it."""
+        self.seq = max(self.seq, r.last)
 
     def domain(self, ev: DomainEvent) -> None:
         _ON[type(ev)](self, ev, None)
@@ -307,7 +316,7 @@ def fold(state: State, envelopes: Iterable[Envelope]) -> State:
     return f.build()
 
 
-def fold_commits(state: State, commits: Iterable[Commit]) -> State:
+def fold_commits(state: State, commits: Iterable[Commit | Rejected]) -> State:
     """`fold` over the log's commits (the replay path)."""
     f = Folder(state)
     for c in commits:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 
 from pydantic import TypeAdapter
 
+from vpcq.events.types import hidden_text, plain_json, show
 from vpcq.orchestrator.state import State
 
 
@@ -21,5 +23,10 @@ def dump_state(state: State) -> bytes:
 
 
 def load_state(data: bytes) -> State:
-    """Rebuild a state from `dump_state`'s JSON."""
+    """Rebuild a state from `dump_state`'s JSON, checked as the log is (its fields have the
+    events' types, and its shown strings no hidden character); ValueError if it is not."""
+    if not plain_json(data):
+        hidden = hidden_text(json.loads(data))
+        if hidden is not None:
+            raise ValueError(f"{show(hidden)} holds a control or format character")
     return _adapter().validate_json(data)

@@ -8,6 +8,27 @@ from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 from vpcq.events.schema import Firewall, LbTarget, LinkNet
+from vpcq.events.types import (
+    Actor,
+    Address,
+    ArgKey,
+    ArgText,
+    BridgeIf,
+    CommandId,
+    IfName,
+    Key,
+    Name,
+    Port,
+    RouterNs,
+    Seq,
+    SubnetNetwork,
+    SubnetNs,
+    SubnetPrefix,
+    Text,
+    Time,
+    VethIf,
+    VpcNetwork,
+)
 
 Status = Literal["pending", "applied", "failed"]
 
@@ -24,21 +45,23 @@ def is_deletion(kind: str) -> bool:
 
 # The records a replay makes by the ten thousand are NamedTuples, not frozen dataclasses: a
 # frozen dataclass sets each field through object.__setattr__, a call per field where a
-# tuple is built in one. They are as immutable.
+# tuple is built in one. They are as immutable. Their fields have the events' types: they
+# cost nothing when the fold builds them (a NamedTuple checks nothing), and a snapshot read
+# back (a cache anyone with the Redis password could write) is checked as the log is.
 
 
 class Subnet(NamedTuple):
-    name: str
-    cidr: str
+    name: Name
+    cidr: SubnetNetwork
     public: bool
-    key: str
-    netns: str
-    bridge: str
-    veth: str
-    gateway: str
-    address: str
-    prefixlen: int
-    app_port: int | None = None
+    key: Key
+    netns: SubnetNs
+    bridge: BridgeIf
+    veth: VethIf
+    gateway: Address
+    address: Address
+    prefixlen: SubnetPrefix
+    app_port: Port | None = None
     firewall: Firewall | None = None
 
     def with_app(self, port: int | None) -> Subnet:
@@ -56,10 +79,10 @@ _NO_SUBNETS: Mapping[str, Subnet] = MappingProxyType({})
 class Balancer(NamedTuple):
     """A load balancer: `address:port` in its VPC, spread over `targets`."""
 
-    name: str
-    key: str
-    address: str
-    port: int
+    name: Name
+    key: Key
+    address: Address
+    port: Port
     targets: tuple[LbTarget, ...]
 
     def with_targets(self, targets: tuple[LbTarget, ...]) -> Balancer:
@@ -69,11 +92,11 @@ class Balancer(NamedTuple):
 class Exposure(NamedTuple):
     """A public port: connections to the host on `host_port` reach `port` of `target`."""
 
-    host_port: int
+    host_port: Port
     protocol: Literal["tcp", "udp"]
-    target: str  # a public subnet or a balancer of the VPC
+    target: Name  # a public subnet or a balancer of the VPC
     balancer: bool
-    port: int
+    port: Port
 
     @property
     def key(self) -> str:
@@ -90,18 +113,18 @@ _NO_EXPOSURES: Mapping[str, Exposure] = MappingProxyType({})
 
 
 class Vpc(NamedTuple):
-    name: str
-    cidr: str
-    key: str
-    router_ns: str
-    interface: str | None
+    name: Name
+    cidr: VpcNetwork
+    key: Key
+    router_ns: RouterNs
+    interface: IfName | None
     uplink: LinkNet
     host_route: bool
-    subnets: Mapping[str, Subnet] = _NO_SUBNETS
-    peers: tuple[str, ...] = ()  # names of the VPCs it is peered with
-    host: str = "default"  # the host whose workers build it (their $VPCQ_HOST)
-    dns_upstream: str | None = None  # an address, "none", or None: the host's setting
-    balancers: Mapping[str, Balancer] = _NO_BALANCERS
+    subnets: Mapping[Name, Subnet] = _NO_SUBNETS
+    peers: tuple[Name, ...] = ()  # names of the VPCs it is peered with
+    host: Name = "default"  # the host whose workers build it (their $VPCQ_HOST)
+    dns_upstream: Address | Literal["none"] | None = None  # None: the host's setting
+    balancers: Mapping[Name, Balancer] = _NO_BALANCERS
     exposures: Mapping[str, Exposure] = _NO_EXPOSURES  # by port_key
 
     # direct constructors: _replace costs several times more in a 100k-event fold
@@ -127,29 +150,29 @@ class Vpc(NamedTuple):
 
 
 class Peering(NamedTuple):
-    a: str
-    b: str
+    a: Name
+    b: Name
     link: LinkNet
-    a_cidr: str
-    b_cidr: str
+    a_cidr: VpcNetwork
+    b_cidr: VpcNetwork
 
 
 class CommandRecord(NamedTuple):
     """One command's bookkeeping. The state holds a pending command's (its status is always
     "pending" there); `evolve.command_record` makes a finished one's from the log."""
 
-    id: str
+    id: CommandId
     kind: str
-    seq: int  # seq of its CommandAccepted
-    last_seq: int  # seq of its last domain event
-    vpcs: tuple[str, ...]
+    seq: Seq  # seq of its CommandAccepted
+    last_seq: Seq  # seq of its last domain event
+    vpcs: tuple[Name, ...]
     status: Status = "pending"
-    reason: str | None = None
-    actor: str = ""
-    time: str = ""
-    correlation_id: str = ""
-    args: Mapping[str, str | int | bool | None] = MappingProxyType({})  # as CommandAccepted has them
-    host: str = ""  # whose workers apply it, as decided ("": it touches no VPC)
+    reason: Text | None = None
+    actor: Actor | Literal[""] = ""
+    time: Time | Literal[""] = ""
+    correlation_id: CommandId | Literal[""] = ""
+    args: Mapping[ArgKey, ArgText | int | bool | None] = MappingProxyType({})  # as CommandAccepted has them
+    host: Name | Literal[""] = ""  # whose workers apply it, as decided ("": it touches no VPC)
 
 
 def pair(a: str, b: str) -> str:
@@ -159,7 +182,7 @@ def pair(a: str, b: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class State:
-    seq: int = 0
+    seq: Seq = 0
     vpcs: Mapping[str, Vpc] = field(default_factory=dict)
     peerings: Mapping[str, Peering] = field(default_factory=dict)
     commands: Mapping[str, CommandRecord] = field(default_factory=dict)  # the pending ones

@@ -64,7 +64,7 @@ class Demo:
 
     def vpcq(self, *args: str) -> subprocess.CompletedProcess[str]:
         print(f"$ vpcq {' '.join(args)}", flush=True)
-        p = subprocess.run([sys.executable, "-m", "vpcq.cli.main", *args], env=self.env,
+        p = subprocess.run([sys.executable, "-I", "-m", "vpcq.cli.main", *args], env=self.env,
                            capture_output=True, text=True, timeout=300)
         for line in (p.stdout + p.stderr).rstrip().splitlines():
             print(f"    {line}")

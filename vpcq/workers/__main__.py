@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vpcq import config, logs, proc
-from vpcq.errors import VpcqError
+from vpcq.errors import ConfigError, VpcqError
 
 if TYPE_CHECKING:
     from vpcq.orchestrator.diff import Step
@@ -44,6 +44,11 @@ def main() -> int:
         argv = ["run", *argv]
     args = p.parse_args(argv)
     name = getattr(args, "name", args.cmd)
+    try:
+        config.check_home(config.paths())
+    except ConfigError as e:
+        print(f"vpcq: error: {e}", file=sys.stderr)
+        return e.exit_code
     logs.configure(config.paths().logs / f"{name}.log", verbose=args.verbose)
     host = os.environ.get("VPCQ_NETNS")
     try:

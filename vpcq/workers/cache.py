@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Iterator, Set
 
 from vpcq.config import DEFAULT_HOST
+from vpcq.events.schema import Commit, Envelope, Rejected
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.evolve import Folder
 from vpcq.orchestrator.state import INITIAL, CommandRecord, State, VpcView, pair
+
+
+def envelopes(items: Iterable[Commit | Rejected], f: Folder) -> Iterator[Envelope]:
+    """The events of the commits read; a rejected entry is never applied, but the fold
+    steps over it (so the version this worker appends at is the log's)."""
+    for c in items:
+        if isinstance(c, Commit):
+            yield from c.envelopes()
+        else:
+            f.skip(c)
 
 
 class LogCache:
@@ -27,11 +38,11 @@ class LogCache:
             return await self._refresh()
 
     async def _refresh(self) -> State:
-        envs = await self.store.read(after=self.state.seq)
-        if not envs:
+        items = [c async for page in self.store.pages(after=self.state.seq) for c in page]
+        if not items:
             return self.state
         f = Folder(self.state)
-        for env in envs:
+        for env in envelopes(items, f):
             f.envelope(env)
             for v in env.vpcs:
                 vpc = f.vpcs.get(v)

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import ClassVar
 
 from vpcq.errors import KernelError
 from vpcq.orchestrator.topology import App
+from vpcq.proc import child_env, python
+from vpcq.safepath import under
 from vpcq.workers.kernel import netns
 from vpcq.workers.kernel.driver import Observation, Run
 
@@ -62,7 +63,11 @@ class Apps:
                 await self.start(r.ns, r.port, r.vpc, r.subnet)
 
     def _pidfile(self, ns: str) -> Path:
-        return self.dir / f"{ns}.json"
+        return self._file(ns, ".json")
+
+    def _file(self, ns: str, suffix: str) -> Path:
+        """A file of the app in `ns`, which must stay in the apps' directory."""
+        return Path(under(str(self.dir), ns + suffix))
 
     def running(self, ns: str) -> RunningApp | None:
         """The app running in `ns`, if its pid file names a live app inside that namespace."""
@@ -78,16 +83,14 @@ class Apps:
     async def start(self, ns: str, port: int, vpc: str, subnet: str) -> None:
         """Start the app in `ns` and wait until it has bound its port (on a thread in `ns`)."""
         what = f"app :{port} in {ns}"
-        argv = [
-            sys.executable, "-m", MODULE, "--vpc", vpc, "--subnet", subnet,
-            "--port", str(port), "--log", str(self.dir / f"{ns}.log"),
-        ]  # fmt: skip
+        argv = python(MODULE, "--vpc", vpc, "--subnet", subnet, "--port", str(port),
+                      "--log", str(self._file(ns, ".log")))
 
         def spawn() -> None:
             self.dir.mkdir(parents=True, exist_ok=True)
             # the intermediate exits as soon as the server is bound (or failed to bind)
             p = subprocess.run(argv, capture_output=True, text=True, timeout=20,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, cwd="/", env=child_env())
             words = p.stdout.split()
             if p.returncode != 0 or len(words) != 2 or words[0] != "READY":
                 reason = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"

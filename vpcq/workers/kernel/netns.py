@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from vpcq.errors import KernelError
+from vpcq.safepath import under
 
 T = TypeVar("T")
 
@@ -42,7 +43,12 @@ def _check(rc: int, what: str) -> None:
 
 
 def path(name: str) -> str:
-    return f"{NETNS_DIR}/{name}"
+    """The namespace's file, in /run/netns whatever the name says (the `remove` and leftover
+    paths unlink what they find there)."""
+    try:
+        return under(NETNS_DIR, name)
+    except ValueError as e:
+        raise KernelError("find", f"namespace {name!r}"[:80], str(e)) from None
 
 
 def _nsfs_dev() -> int:

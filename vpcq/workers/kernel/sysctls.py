@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from vpcq.errors import KernelError
 from vpcq.orchestrator.topology import Sysctl
+from vpcq.safepath import component
 from vpcq.workers.kernel import netns
 from vpcq.workers.kernel.driver import Observation, Run
 
@@ -40,9 +41,17 @@ class Sysctls:
                 netns.run_in(r.ns, lambda r=r: _write(r.name, r.value))  # type: ignore[misc]
 
 
+def _path(name: str) -> str:
+    """/proc/sys/`name`, each of whose components is one (an interface's name is one)."""
+    try:
+        return "/proc/sys/" + "/".join(component(c) for c in name.split("/"))
+    except ValueError as e:
+        raise KernelError("set", f"sysctl {name!r}"[:80], str(e)) from None
+
+
 def _read(name: str) -> str | None:
     try:
-        with open(f"/proc/sys/{name}") as f:
+        with open(_path(name)) as f:
             return f.read().strip()
     except OSError:
         return None
@@ -50,7 +59,7 @@ def _read(name: str) -> str | None:
 
 def _write(name: str, value: str) -> None:
     try:
-        with open(f"/proc/sys/{name}", "w") as f:
+        with open(_path(name), "w") as f:
             f.write(value)
     except OSError as e:
         raise KernelError("set", f"sysctl {name}", str(e)) from e
