@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import run_cli
 from vpcq.events.connection import connect
 from vpcq.events.store import EventStore
-from vpcq.orchestrator.service import StateLoader
+from vpcq.orchestrator.loader import StateLoader
 from vpcq.workers.cache import LogCache
 
 
@@ -211,7 +211,7 @@ def test_a_version_key_that_is_not_a_number_does_not_stop_appends(env, redis_url
 def test_a_snapshot_another_client_wrote_is_checked_as_the_log_is(env, redis_url, change):
     """The snapshot is a cache of the fold: one that breaks the events' types is not used
     (the log is replayed instead)."""
-    from vpcq.orchestrator.service import SNAPSHOT_KEY
+    from vpcq.orchestrator.loader import SNAPSHOT_KEY
     from vpcq.orchestrator.snapshot import dump_state
 
     assert cli(env, "create-vpc", "a", "10.0.0.0/16", "--no-wait").returncode == 0

@@ -16,11 +16,11 @@ from __future__ import annotations
 import gc
 import json
 import re
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-import structlog
 from pydantic import ValidationError
 
 from vpcq.errors import ConcurrencyError, LockLost
@@ -37,8 +37,6 @@ from vpcq.events.schema import (
 )
 from vpcq.events.types import escape, explain, hidden_text, plain_json, show
 from vpcq.events.upcast import upcast, upcast_event
-
-log = structlog.get_logger("vpcq.store")
 
 # ARGV: expected version (-1: any), a lock token ('' for none), then quadruples (once-key,
 # command key, event count, commit JSON without its sequence number). With a token, KEYS[6..]
@@ -290,7 +288,13 @@ class Reader:
             self.last = max(self.last or 0, last)
             if r.entry_id not in _SAID:
                 _SAID[r.entry_id] = r
-                log.warning("rejected", entry=r.entry_id, reason=r.reason)
+                # said in the log of a process that keeps one (a worker, `vpcq up`, the console:
+                # they load structlog and configure it); a CLI read loads no logging, and says
+                # it on stderr from rejected_seen() instead
+                structlog = sys.modules.get("structlog")
+                if structlog is not None:
+                    structlog.get_logger("vpcq.store").warning("rejected", entry=r.entry_id,
+                                                               reason=r.reason)
             return r
         self.last = c.last
         return c
