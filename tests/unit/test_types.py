@@ -19,6 +19,8 @@ from vpcq.events.schema import (
     Commit,
     Envelope,
     Firewall,
+    LoadBalancerCreated,
+    PortExposed,
     Rule,
     SubnetAdded,
     VpcCreated,
@@ -127,6 +129,25 @@ def test_an_event_that_names_what_vpcq_would_not_cannot_be_built(field, value):
     good = _subnet_event().model_dump()
     with pytest.raises(ValidationError):
         SubnetAdded(**{**good, field: value})
+
+
+GOOD_LB = dict(vpc="a", name="lb", key="0a1b2c", address="10.0.200.1", port=80,
+               targets=[{"subnet": "web", "port": 8000}])
+GOOD_PORT = dict(vpc="a", host_port=8080, protocol="tcp", target="web", balancer=False, port=80)
+
+
+@pytest.mark.parametrize(("event", "good", "field", "value"), [
+    (LoadBalancerCreated, GOOD_LB, "name", "../lb"), (LoadBalancerCreated, GOOD_LB, "key", "x;y"),
+    (LoadBalancerCreated, GOOD_LB, "address", "10.0.200.1\n"),
+    (LoadBalancerCreated, GOOD_LB, "port", True), (LoadBalancerCreated, GOOD_LB, "targets", []),
+    (LoadBalancerCreated, GOOD_LB, "targets", [{"subnet": "web -j ACCEPT", "port": 8000}]),
+    (PortExposed, GOOD_PORT, "host_port", 99999), (PortExposed, GOOD_PORT, "protocol", "icmp"),
+    (PortExposed, GOOD_PORT, "target", "web\n"), (PortExposed, GOOD_PORT, "vpc", "A"),
+])  # fmt: skip
+def test_a_service_event_breaking_the_types_cannot_be_built(event, good, field, value):
+    event(**good)  # the good one can
+    with pytest.raises(ValidationError):
+        event(**{**good, field: value})
 
 
 def test_a_vpc_event_must_name_its_own_router_and_uplink():
