@@ -43,8 +43,9 @@ LINE = 14  # line height of body text
 # Characters that fit on one line (the body font is monospace, so this is a width).
 FIT_CELL, FIT_WIDE = 36, 40
 TEXT_X = 58  # where a VPC's and its router's texts start, right of the uplink
-TARGET_X = 8  # a balancer's targets run this far right of the cells
-PORT_X = 40  # a public port comes down this far right of the cells (in the gap between VPCs)
+TARGET_X = 6  # a balancer's targets run this far right of the cells
+LANE = 4  # and each next one (of up to three lanes) this much farther
+PORT_X = 36  # a public port comes down this far right of the cells (in the gap between VPCs)
 FIT_GAP = 8  # characters of an edge's label that fit right of the cells
 
 
@@ -182,7 +183,13 @@ def draw(graph: Graph) -> Drawing:
         box, texts = _place(n, width, hosts, rows.get(n.vpc or "", 0))
         boxes[n.id] = box
         nodes.append(DrawnNode(n, box, look_of(n.kind, n.variant, n.status, n.notes), texts))
-    edges = [_route(e, boxes) for e in graph.edges if e.source in boxes and e.target in boxes]
+    lanes: dict[tuple[str, tuple[str, ...]], int] = {}  # a VPC's balancers' targets, its ports
+    edges = []
+    for e in graph.edges:
+        if e.source in boxes and e.target in boxes:
+            lane = lanes.get((e.kind, e.vpcs), 0)
+            lanes[(e.kind, e.vpcs)] = lane + 1
+            edges.append(_route(e, boxes, lane))
     return Drawing(graph, tuple(nodes), tuple(edges), _bounds(nodes, edges))
 
 
@@ -248,7 +255,9 @@ def _fit(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _route(e: Edge, boxes: dict[str, Box]) -> DrawnEdge:
+def _route(e: Edge, boxes: dict[str, Box], lane: int = 0) -> DrawnEdge:
+    """An edge's route; `lane` is its index among its VPC's edges of its kind, so that a
+    VPC's target and port edges run side by side, not on top of each other."""
     s, t = boxes[e.source], boxes[e.target]
     look = look_of(e.kind, e.variant, e.status, e.notes)
     texts: tuple[Text, ...] = ()
@@ -266,15 +275,16 @@ def _route(e: Edge, boxes: dict[str, Box]) -> DrawnEdge:
         label = (Text(apex[0], apex[1] - 9, (e.label,), "label", "center"),) if e.label else ()
         return DrawnEdge(e, pts, look, label)
     if e.kind == "target":  # out of the balancer's right side, down (or up) its column, in
-        x = s.left + s.w + TARGET_X
+        x = s.left + s.w + TARGET_X + LANE * (lane % 3)
         pts = ((s.left + s.w, s.y), (x, s.y), (x, t.y), (t.left + t.w, t.y))
         tag = Text(x + 4, t.y - 8, (_fit(e.label, FIT_GAP),), "label", "left", (e.label,))
         return DrawnEdge(e, pts, look, (tag,) if e.label else ())
     if e.kind == "port":  # down from the host's bar in the gap right of the column, in
-        x = t.left + t.w + PORT_X
+        x = t.left + t.w + PORT_X + LANE * (lane % 3)
         top = s.y + s.h / 2
         pts = ((x, top), (x, t.y + 8), (t.left + t.w, t.y + 8))
-        tag = Text(x + 4, top + 10, (_fit(e.label, FIT_GAP + 6),), "label", "left", (e.label,))
+        y = top + 10 + LINE * (lane % 5)  # stacked under the host's bar, above the VPC boxes
+        tag = Text(x + 4, y, (_fit(e.label, FIT_GAP + 6),), "label", "left", (e.label,))
         return DrawnEdge(e, pts, look, (tag,))
     return DrawnEdge(e, ((s.x, s.y), (t.x, t.y)), look, texts)
 
