@@ -73,8 +73,14 @@ class Log:
 
 
 NAMES, SUBS = ["a", "b", "c"], ["web", "db"]
+# Every log starts with two VPCs with a subnet each: drawn at random, a create-vpc and an
+# add-subnet of the same names rarely come in order, and nothing inside a VPC (an app, a
+# balancer, a public port) is then reached. The fold from the empty log is still checked:
+# the seed's own events come first.
+SEED = [(0, 0, 0, 0, "applied"), (1, 0, 0, 0, "applied"), (0, 1, 0, 0, "applied"), (1, 1, 0, 1, "applied")]
 steps = st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2), st.integers(0, 2), st.integers(0, 1),
-                           st.sampled_from(["applied", "applied", "failed", "pending"])), max_size=30)
+                           st.sampled_from(["applied", "applied", "failed", "pending"])),
+                 max_size=30).map(lambda s: SEED + s)
 
 
 def random_log(spec: list[tuple[int, int, int, int, str]]) -> Log:
@@ -90,8 +96,8 @@ def random_log(spec: list[tuple[int, int, int, int, str]]) -> Log:
             ("unpeer-vpcs", {"a": vpc, "b": other}),
             ("delete-subnet", {"vpc": vpc, "name": sub}),
             ("delete-vpc", {"name": vpc}),
-            ("create-lb", {"vpc": vpc, "name": f"lb{j}", "port": 80, "targets": [f"{sub}:9000"]}),
-            ("delete-lb", {"vpc": vpc, "name": f"lb{j}"}),
+            ("create-lb", {"vpc": vpc, "name": "lb", "port": 80, "targets": [f"{sub}:9000"]}),
+            ("delete-lb", {"vpc": vpc, "name": "lb"}),
             ("expose", {"vpc": vpc, "target": sub, "port": 8000, "host_port": 8000 + 10 * i + k}),
             ("unexpose", {"vpc": vpc, "host_port": 8000 + 10 * i + k}),
         ][kind]
