@@ -23,6 +23,7 @@ from tests.helpers import Client, Console, run_cli
 from vpcq.events.commands import parse_command
 from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
+from vpcq.events.observed import Health, Observed
 from vpcq.events.schema import ChangeApplied, ChangeFailed
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.service import Orchestrator, StateLoader, Submitted
@@ -152,6 +153,49 @@ def test_the_topology_at_a_given_seq_is_the_replay_of_the_log_up_to_it(console: 
         for bad in ("-1", "x", str(now["seq"] + 1)):
             r = h.get("/api/graph", params={"seq": bad})
             assert r.status_code == 400 and "seq" in r.json()["error"]
+
+
+def test_a_balancer_is_drawn_with_its_targets_health_live_and_without_it_in_the_past(
+        console: Console, redis_url: str, env):
+    submit(redis_url, *A, {"kind": "add-subnet", "vpc": "a", "name": "db", "cidr": "10.0.2.0/24"},
+           {"kind": "create-lb", "vpc": "a", "name": "front", "port": 80, "targets": ["web:9000", "db:9001"],
+            "public": 8088})
+
+    async def observe() -> None:
+        r = await connect(redis_url)
+        try:
+            await Observed(r).set_health("a", {"front": {
+                "web:9000": Health(True, "2026-01-01T00:00:05Z", "2026-01-01T00:00:09Z"),
+                "db:9001": Health(False, "2026-01-01T00:00:07Z", "2026-01-01T00:00:09Z", "connection refused")}})
+        finally:
+            await r.aclose()
+
+    asyncio.run(observe())
+    c = console.start()
+    with authed(c) as h:
+        deadline = time.monotonic() + 10
+        while True:  # the first picture is drawn before the facts are read
+            now = h.get("/api/graph").json()
+            data = {e["data"]["id"]: e["data"] for e in now["elements"]}
+            if data["target:a/front/web:9000"]["title"] != ":9000" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        lb = data["balancer:a/front"]
+        assert lb["kind"] == "balancer" and lb["lines"][0] == "front.a.internal"
+        assert lb["lines"][2] == "2 targets · 1 up · 1 down"
+        up, down = data["target:a/front/web:9000"], data["target:a/front/db:9001"]
+        assert (up["source"], up["target"], up["title"]) == ("balancer:a/front", "subnet:a/web", ":9000 up")
+        assert down["title"] == ":9001 down: connection refused" and down["color"] != up["color"]
+        port = data["port:a/8088/tcp"]
+        assert (port["source"], port["target"], port["title"]) == ("host:default", "balancer:a/front",
+                                                                   "8088/tcp → front:80")
+        past = h.get("/api/graph", params={"seq": now["seq"]}).json()  # time travel: nothing observed
+        titles = {e["data"]["id"]: e["data"]["title"] for e in past["elements"] if e["data"]["kind"] == "target"}
+        assert titles["target:a/front/web:9000"] == ":9000" and titles["target:a/front/db:9001"] == ":9001"
+    p = run_cli(["graph", "--format", "dot"], env)
+    assert p.returncode == 0, p.stderr
+    assert "front.a.internal" in p.stdout and 'label="8088/tcp → front:80"' in p.stdout
+    assert '"balancer:a/front" -- "subnet:a/db"' in p.stdout
 
 
 async def _events(c: Console) -> AsyncIterator[tuple[str, dict[str, Any]]]:

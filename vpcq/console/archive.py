@@ -86,10 +86,11 @@ class Archive:
         return f.build()
 
     async def facts(self, scene: Scene) -> Facts:
-        """What the workers observe now, for the hosts and deletions of `scene`."""
+        """What the workers observe now, for the hosts, deletions and balancers of `scene`."""
         workers = await self.queue.listening(scene.places.hosts)
         deleting = await self.observed.deleting(scene.ghosts)
-        return Facts(workers, deleting)
+        health = await self.observed.health(v.name for v in scene.state.vpcs.values() if v.balancers)
+        return Facts(workers, deleting, health)
 
     def _take(self, env: Envelope) -> None:
         self._folder.envelope(env)

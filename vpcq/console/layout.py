@@ -10,6 +10,9 @@ picture. Coordinates are pixels, y downwards, node boxes by their centre.
     │ (R) router     │ │ (R) ...      the router, its uplink going up to its host's bar
     │  ├─[ subnet ]  │ │  ├─[ ... ]   a grid of cells below it, one object a cell, on the
     │  └─[ subnet ]  │ │               router's bus; a peering arcs above, router to router
+    │  └─[ balancer ]┐│               a balancer is a cell too, its targets run beside the
+                                      cells; a public port comes down from its host's bar
+                                      in the gap right of its target's column
 
 A column's place depends only on its index and a cell's only on its VPC's column and its
 own index, so nothing moves when something is added: the layout has no global pass.
@@ -40,6 +43,10 @@ LINE = 14  # line height of body text
 # Characters that fit on one line (the body font is monospace, so this is a width).
 FIT_CELL, FIT_WIDE = 36, 40
 TEXT_X = 58  # where a VPC's and its router's texts start, right of the uplink
+TARGET_X = 6  # a balancer's targets run this far right of the cells
+LANE = 4  # and each next one (of up to three lanes) this much farther
+PORT_X = 36  # a public port comes down this far right of the cells (in the gap between VPCs)
+FIT_GAP = 8  # characters of an edge's label that fit right of the cells
 
 
 class Box(NamedTuple):
@@ -113,7 +120,7 @@ class Drawing:
 # ---- looks ----------------------------------------------------------------------------------
 
 BACKGROUND = "#0d1117"
-LOOKS: dict[str, Look] = {  # by kind, or kind/variant (issue 19 adds its kinds here)
+LOOKS: dict[str, Look] = {  # by kind, or kind/variant
     "internet": Look("ellipse", "#0f2236", "#388bfd", 1.5, False, 1.0, 3),
     "host": Look("round-rectangle", "#161b22", "#3d4b5c", 1.5, False, 1.0, 1),
     "vpc": Look("round-rectangle", "#10151c", "#30363d", 1.5, False, 1.0, 1),
@@ -124,6 +131,12 @@ LOOKS: dict[str, Look] = {  # by kind, or kind/variant (issue 19 adds its kinds 
     "uplink": Look("", "", "#8b949e", 1.5, False, 1.0, 2),
     "attach": Look("", "", "#6e7681", 1.5, False, 1.0, 2),
     "peering": Look("", "", "#a371f7", 2.5, False, 1.0, 2),
+    "balancer": Look("round-rectangle", "#1f1630", "#a371f7", 1.5, False, 1.0, 3),
+    "target": Look("", "", "#8b949e", 1.5, False, 1.0, 2),  # health not known (the past)
+    "target/up": Look("", "", "#2ea043", 1.5, False, 1.0, 2),
+    "target/down": Look("", "", "#f85149", 2.0, False, 1.0, 2),
+    "target/unknown": Look("", "", "#8b949e", 1.5, True, 1.0, 2),
+    "port": Look("", "", "#d2a8ff", 1.5, False, 1.0, 2),
 }
 STATUS_STROKE = {"pending": "#d29922", "deleting": "#f85149"}
 NOTE_STROKE = {"failed": "#f85149", "drift": "#db6d28"}
@@ -170,7 +183,13 @@ def draw(graph: Graph) -> Drawing:
         box, texts = _place(n, width, hosts, rows.get(n.vpc or "", 0))
         boxes[n.id] = box
         nodes.append(DrawnNode(n, box, look_of(n.kind, n.variant, n.status, n.notes), texts))
-    edges = [_route(e, boxes) for e in graph.edges if e.source in boxes and e.target in boxes]
+    lanes: dict[tuple[str, tuple[str, ...]], int] = {}  # a VPC's balancers' targets, its ports
+    edges = []
+    for e in graph.edges:
+        if e.source in boxes and e.target in boxes:
+            lane = lanes.get((e.kind, e.vpcs), 0)
+            lanes[(e.kind, e.vpcs)] = lane + 1
+            edges.append(_route(e, boxes, lane))
     return Drawing(graph, tuple(nodes), tuple(edges), _bounds(nodes, edges))
 
 
@@ -236,9 +255,11 @@ def _fit(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _route(e: Edge, boxes: dict[str, Box]) -> DrawnEdge:
+def _route(e: Edge, boxes: dict[str, Box], lane: int = 0) -> DrawnEdge:
+    """An edge's route; `lane` is its index among its VPC's edges of its kind, so that a
+    VPC's target and port edges run side by side, not on top of each other."""
     s, t = boxes[e.source], boxes[e.target]
-    look = look_of(e.kind, "", e.status, e.notes)
+    look = look_of(e.kind, e.variant, e.status, e.notes)
     texts: tuple[Text, ...] = ()
     if e.kind == "attach":  # down the router's bus, then into the cell's left side
         pts: tuple[Point, ...] = ((s.x, s.y + s.h / 2), (s.x, t.y), (t.left, t.y))
@@ -253,6 +274,18 @@ def _route(e: Edge, boxes: dict[str, Box]) -> DrawnEdge:
         pts, apex = _peering_route(s, t)
         label = (Text(apex[0], apex[1] - 9, (e.label,), "label", "center"),) if e.label else ()
         return DrawnEdge(e, pts, look, label)
+    if e.kind == "target":  # out of the balancer's right side, down (or up) its column, in
+        x = s.left + s.w + TARGET_X + LANE * (lane % 3)
+        pts = ((s.left + s.w, s.y), (x, s.y), (x, t.y), (t.left + t.w, t.y))
+        tag = Text(x + 4, t.y - 8, (_fit(e.label, FIT_GAP),), "label", "left", (e.label,))
+        return DrawnEdge(e, pts, look, (tag,) if e.label else ())
+    if e.kind == "port":  # down from the host's bar in the gap right of the column, in
+        x = t.left + t.w + PORT_X + LANE * (lane % 3)
+        top = s.y + s.h / 2
+        pts = ((x, top), (x, t.y + 8), (t.left + t.w, t.y + 8))
+        y = top + 10 + LINE * (lane % 5)  # stacked under the host's bar, above the VPC boxes
+        tag = Text(x + 4, y, (_fit(e.label, FIT_GAP + 6),), "label", "left", (e.label,))
+        return DrawnEdge(e, pts, look, (tag,))
     return DrawnEdge(e, ((s.x, s.y), (t.x, t.y)), look, texts)
 
 

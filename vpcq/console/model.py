@@ -8,9 +8,10 @@ compares and the details panel lists), its `status` (ok, pending, deleting) and 
 (a failure, a drift repair, a deletion's progress, a warning), shown on the object itself.
 
 New kinds of objects plug in by adding a case: a builder for the kind in `_CELLS` (the
-objects that take a cell of a VPC's grid: issue 19's public ports and balancers), its edges
-built beside it (a balancer's targets, coloured by `Facts.health`), `scene.cells_of` and
-`scene.keys_of` for its place and its pending state, and its look in `layout.LOOKS`.
+objects that take a cell of a VPC's grid: subnets and balancers), its edges built beside it
+(a balancer's targets, coloured by `Facts.health`; a public port, an edge from its host),
+`scene.cells_of` and `scene.keys_of` for its place and its pending state, and its look in
+`layout.LOOKS`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from vpcq.config import DEFAULT_HOST
-from vpcq.console.scene import Ghost, Mark, Scene, peering_key, subnet_key, vpc_key
+from vpcq.console.scene import (
+    Ghost,
+    Mark,
+    Scene,
+    balancer_key,
+    exposure_key,
+    peering_key,
+    subnet_key,
+    vpc_key,
+)
 from vpcq.events.schema import Firewall, Rule
 from vpcq.orchestrator.naming import overlap
-from vpcq.orchestrator.state import Peering, Subnet, Vpc, is_deletion, pair
+from vpcq.orchestrator.state import Balancer, Exposure, Peering, Subnet, Vpc, is_deletion, pair
 
 Status = Literal["ok", "pending", "deleting"]
+T = TypeVar("T")
 Band = Literal["internet", "host", "vpc", "router", "cell"]
 
 
@@ -50,7 +61,7 @@ Facts_ = tuple[tuple[str, str], ...]
 @dataclass(frozen=True, slots=True)
 class Node:
     id: str
-    kind: str  # internet, host, vpc, router, subnet (issue 19: port, balancer)
+    kind: str  # internet, host, vpc, router, subnet, balancer
     title: str
     spot: Spot
     lines: tuple[str, ...] = ()
@@ -64,7 +75,7 @@ class Node:
 @dataclass(frozen=True, slots=True)
 class Edge:
     id: str
-    kind: str  # egress, uplink, attach, peering (issue 19: forward, target)
+    kind: str  # egress, uplink, attach, peering, target (a balancer's), port (a public one)
     source: str
     target: str
     label: str = ""
@@ -72,6 +83,7 @@ class Edge:
     notes: tuple[Note, ...] = ()
     facts: Facts_ = ()
     vpcs: tuple[str, ...] = ()
+    variant: str = ""  # a kind's sub-kind that looks different (a target up, down, unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +105,28 @@ class Progress(Protocol):
     def describe(self) -> str: ...
 
 
+class Check(Protocol):
+    """A balancer target's last health check (vpcq.events.observed.Health)."""
+
+    @property
+    def up(self) -> bool: ...
+    @property
+    def since(self) -> str: ...
+    @property
+    def checked(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+
+
 class Facts(NamedTuple):
     """What workers observe and the log does not hold; None where it is not known (a picture
     of the past, or a Redis that did not answer)."""
 
     workers: Mapping[str, int] | None = None  # host -> workers up
     deleting: Mapping[str, Progress] = MappingProxyType({})  # deletion command id -> progress
-    # issue 19: the health of each balancer's targets, observed by the workers' checks
+    # VPC -> balancer -> "subnet:port" -> its last check; None: not known (the past), a
+    # target missing from a known map: never checked yet
+    health: Mapping[str, Mapping[str, Mapping[str, Check]]] | None = None
 
 
 NO_FACTS = Facts()
@@ -124,11 +151,14 @@ class _Builder:
                 self.pending.setdefault(k, []).append(cid)
         self.ghost_vpcs: dict[str, Ghost] = {}
         self.ghost_subnets: dict[tuple[str, str], tuple[Ghost, Subnet]] = {}
+        self.ghost_balancers: dict[tuple[str, str], tuple[Ghost, Balancer]] = {}
         for g in scene.ghosts.values():
             for name in g.vpcs:
                 self.ghost_vpcs[name] = g
             for where, sub in g.subnets.items():
                 self.ghost_subnets[where] = (g, sub)
+            for where, lb in g.balancers.items():
+                self.ghost_balancers[where] = (g, lb)
 
     def build(self) -> Graph:
         places = self.scene.places
@@ -138,6 +168,7 @@ class _Builder:
         for name, column in places.columns.items():
             self._vpc(name, column)
         self._peerings()
+        self._ports()
         return Graph(self.scene.seq, self.scene.time, tuple(self.nodes), tuple(self.edges),
                      max(places.columns.values(), default=-1) + 1,
                      max(places.hosts.values(), default=-1) + 1)
@@ -230,22 +261,32 @@ class _Builder:
             if build is not None:
                 build(self, vpc, live, cell_key, index, column, attributed)
 
+    def _cell(self, vpc: Vpc, live: Vpc | None, key: str, of: Callable[[Vpc], Mapping[str, T]],
+              ghosts: Mapping[tuple[str, str], tuple[Ghost, T]]) -> tuple[T, Status, list[Note]] | None:
+        """A cell's object (a subnet, a balancer) as the state has it, or as a pending deletion
+        of it or of its whole VPC kept it; its status and notes."""
+        name = key.split("/", 1)[1]
+        obj = of(live).get(name) if live is not None else None
+        ghost: Ghost | None = None
+        if obj is None:
+            if live is None:
+                ghost = self.ghost_vpcs.get(vpc.name)
+                obj = of(vpc).get(name)
+            if obj is None and (vpc.name, name) in ghosts:
+                ghost, obj = ghosts[(vpc.name, name)]
+        if obj is None:
+            return None
+        if ghost is not None:
+            return obj, "deleting", [self._deleting(ghost)]
+        return (obj, *self._changing(key))
+
     def _subnet(self, vpc: Vpc, live: Vpc | None, key: str, index: int, column: int,
                 attributed: Mapping[str | None, list[str]]) -> None:
         name = key.split("/", 1)[1]
-        sub = live.subnets.get(name) if live is not None else None
-        ghost: Ghost | None = None
-        if sub is None:
-            if live is None:
-                ghost = self.ghost_vpcs.get(vpc.name)
-                sub = vpc.subnets.get(name)
-            if sub is None and (vpc.name, name) in self.ghost_subnets:
-                ghost, sub = self.ghost_subnets[(vpc.name, name)]
-        if sub is None:
+        found = self._cell(vpc, live, key, lambda v: v.subnets, self.ghost_subnets)
+        if found is None:
             return
-        status, notes = self._changing(key)
-        if ghost is not None:
-            status, notes = "deleting", [self._deleting(ghost)]
+        sub, status, notes = found
         stopping = self._stopping(vpc.name, name)
         if stopping is not None:
             notes.append(stopping)
@@ -276,6 +317,78 @@ class _Builder:
             if port is not None:
                 return self._deleting(g)._replace(text=f"stopping app :{port}")
         return None
+
+    def _balancer(self, vpc: Vpc, live: Vpc | None, key: str, index: int, column: int,
+                  attributed: Mapping[str | None, list[str]]) -> None:
+        found = self._cell(vpc, live, key, lambda v: v.balancers, self.ghost_balancers)
+        if found is None:
+            return
+        lb, status, notes = found
+        health = self.facts.health
+        checks = health.get(vpc.name, {}).get(lb.name, {}) if health is not None else None
+        targets = [f"{t.subnet}:{t.port}" for t in lb.targets]
+        n = len(targets)
+        count = f"{n} target{'s' if n != 1 else ''}"
+        if checks is not None:
+            up = sum(1 for t in targets if t in checks and checks[t].up)
+            down = sum(1 for t in targets if t in checks and not checks[t].up)
+            count += f" · {up} up" + (f" · {down} down" if down else "")
+            if down == n and status == "ok":
+                notes.append(Note("warning", "every target is down: connections are refused"))
+        dns = f"{lb.name}.{vpc.name}.internal"
+        self.nodes.append(Node(
+            key, "balancer", f"balancer {lb.name}", Spot("cell", column, index),
+            (dns, f"{lb.address}:{lb.port}", count), status, tuple(notes),
+            (("name", dns), ("address", f"{lb.address}:{lb.port}"), ("key", lb.key),
+             *((f"target {i + 1}", t) for i, t in enumerate(targets))),
+            vpc.name,
+        ))  # fmt: skip
+        self.edges.append(Edge(f"attach:{vpc.name}/{lb.name}", "attach", f"router:{vpc.name}", key,
+                               status=status, facts=(("address", lb.address),), vpcs=(vpc.name,)))
+        for t in lb.targets:
+            target = f"{t.subnet}:{t.port}"
+            # no health at all in a picture of the past: nothing was observed there
+            variant, label, lines = ("", "", ()) if checks is None else _health(checks.get(target))
+            self.edges.append(Edge(
+                f"target:{vpc.name}/{lb.name}/{target}", "target", key, subnet_key(vpc.name, t.subnet),
+                f":{t.port}" + (f" {label}" if label else ""), status, (),
+                (("balancer", lb.name), ("target", target), *(("health", x) for x in lines)),
+                (vpc.name,), variant,
+            ))  # fmt: skip
+
+    def _ports(self) -> None:
+        """Each public port: an edge from its VPC's host to the subnet or balancer it reaches."""
+        present = {n.id for n in self.nodes}
+        seen: set[tuple[str, str]] = set()
+        for vpc in self.state.vpcs.values():
+            for k, e in vpc.exposures.items():
+                seen.add((vpc.name, k))
+                self._port(vpc, e, *self._changing(exposure_key(vpc.name, e.host_port, e.protocol)),
+                           present)
+        for g in self.scene.ghosts.values():
+            for name, vpc in g.vpcs.items():
+                for k, e in vpc.exposures.items():
+                    if (name, k) not in seen:
+                        seen.add((name, k))
+                        self._port(vpc, e, "deleting", [self._deleting(g)], present)
+            for (name, k), e in g.exposures.items():
+                owner = self.state.vpcs.get(name)
+                if owner is not None and (name, k) not in seen:
+                    seen.add((name, k))
+                    self._port(owner, e, "deleting", [self._deleting(g)], present)
+
+    def _port(self, vpc: Vpc, e: Exposure, status: Status, notes: list[Note], present: set[str]) -> None:
+        target = (balancer_key if e.balancer else subnet_key)(vpc.name, e.target)
+        host = f"host:{vpc.host}"
+        if target not in present or host not in present:
+            return
+        self.edges.append(Edge(
+            exposure_key(vpc.name, e.host_port, e.protocol), "port", host, target,
+            f"{e.key} → {e.target}:{e.port}", status, tuple(notes),
+            (("public port", f"host {vpc.host} {e.key}"),
+             ("reaches", f"{'balancer' if e.balancer else 'subnet'} {e.target} port {e.port}")),
+            (vpc.name,),
+        ))  # fmt: skip
 
     def _peerings(self) -> None:
         present = {n.id for n in self.nodes}
@@ -329,6 +442,16 @@ def _drift_note(mark: Mark, lines: list[str]) -> Note:
                 tuple(lines))
 
 
+def _health(check: Check | None) -> tuple[str, str, tuple[str, ...]]:
+    """A target's look, label and lines: up, down (with why), unknown (never checked)."""
+    if check is None:
+        return "unknown", "unknown", ("not checked yet",)
+    if check.up:
+        return "up", "up", (f"up since {check.since}", f"checked {check.checked}")
+    why = check.error or "no answer"
+    return "down", f"down: {why}", (f"down since {check.since}: {why}", f"checked {check.checked}")
+
+
 def _clock(time: str) -> str:
     """HH:MM:SS of an ISO time (the date is in the details)."""
     return time[11:19] if len(time) >= 19 else time
@@ -362,6 +485,7 @@ def _rules(fw: Firewall | None) -> list[str]:
 CellBuilder = Callable[[_Builder, Vpc, "Vpc | None", str, int, int, Mapping[str | None, list[str]]], None]
 _CELLS: dict[str, CellBuilder] = {
     "subnet": _Builder._subnet,
+    "balancer": _Builder._balancer,
 }
 
 
@@ -411,5 +535,7 @@ def _objects(g: Graph) -> dict[str, tuple[str, str, Facts_]]:
     for e in g.edges:
         if e.kind == "peering":
             out[e.id] = (e.kind, f"peering {' ⇄ '.join(e.vpcs)}", e.facts)
+        elif e.kind == "port":
+            out[e.id] = (e.kind, f"public port {e.label}", e.facts)
     return out
 

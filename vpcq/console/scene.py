@@ -11,9 +11,9 @@ State does not keep. Pure: no I/O.
 * **What each pending command changes**, drawn as pending until its outcome.
 * **Each VPC's last failed change and last drift repair**, until a later change to it applies.
 
-New kinds of objects (issue 19's public ports and balancers) plug in here in two places:
-`keys_of` (which objects an event changes) and `cells_of` (the objects of a VPC that take
-a cell of its grid).
+New kinds of objects plug in here in two places: `keys_of` (which objects an event changes)
+and `cells_of` (the objects of a VPC that take a cell of its grid: subnets and balancers; a
+public port is an edge, it takes no cell).
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ from vpcq.events.schema import (
     DriftRepaired,
     Envelope,
     FirewallApplied,
+    LoadBalancerCreated,
+    LoadBalancerDeleted,
+    LoadBalancerTargetsSet,
+    PortExposed,
+    PortUnexposed,
     SubnetAdded,
     SubnetDeleted,
     VpcCreated,
@@ -43,7 +48,18 @@ from vpcq.events.schema import (
     VpcsUnpeered,
 )
 from vpcq.orchestrator.evolve import Folder
-from vpcq.orchestrator.state import INITIAL, Peering, State, Subnet, Vpc, is_deletion, pair
+from vpcq.orchestrator.state import (
+    INITIAL,
+    Balancer,
+    Exposure,
+    Peering,
+    State,
+    Subnet,
+    Vpc,
+    is_deletion,
+    pair,
+    port_key,
+)
 
 # ---- object keys: an object's id in the picture -----------------------------------------------
 
@@ -60,6 +76,15 @@ def peering_key(a: str, b: str) -> str:
     return f"peering:{pair(a, b)}"
 
 
+def balancer_key(vpc: str, name: str) -> str:
+    return f"balancer:{vpc}/{name}"
+
+
+def exposure_key(vpc: str, host_port: int, protocol: str) -> str:
+    """A public port's key: it is an edge from its VPC's host (ports are the host's)."""
+    return f"port:{vpc}/{port_key(host_port, protocol)}"
+
+
 def keys_of(event: object) -> tuple[str, ...]:
     """The objects a domain event changes (one case per kind of event)."""
     match event:
@@ -73,13 +98,17 @@ def keys_of(event: object) -> tuple[str, ...]:
             return (subnet_key(event.vpc, event.subnet),)
         case VpcsPeered() | VpcsUnpeered():
             return (peering_key(event.a, event.b),)
+        case LoadBalancerCreated() | LoadBalancerTargetsSet() | LoadBalancerDeleted():
+            return (balancer_key(event.vpc, event.name),)
+        case PortExposed() | PortUnexposed():
+            return (exposure_key(event.vpc, event.host_port, event.protocol),)
     return ()
 
 
 def cells_of(vpc: Vpc) -> list[str]:
     """The objects of a VPC that take a cell of its grid, in the order they were added (one
-    case per kind of object; issue 19 adds its public ports and balancers here)."""
-    return [subnet_key(vpc.name, s) for s in vpc.subnets]
+    case per kind of object; a public port is an edge from the host, not a cell)."""
+    return [subnet_key(vpc.name, s) for s in vpc.subnets] + [balancer_key(vpc.name, b) for b in vpc.balancers]
 
 
 # ---- the records ------------------------------------------------------------------------------
@@ -115,14 +144,20 @@ class Ghost:
     peerings: Mapping[str, Peering] = field(default_factory=_empty)  # by pair(a, b)
     # (vpc, subnet) -> the port of the app it stops
     apps: Mapping[tuple[str, str], int] = field(default_factory=_empty)
+    # (vpc, balancer) -> a balancer deleted from a VPC that stays
+    balancers: Mapping[tuple[str, str], Balancer] = field(default_factory=_empty)
+    # (vpc, "8080/tcp") -> a public port it removes from a VPC that stays
+    exposures: Mapping[tuple[str, str], Exposure] = field(default_factory=_empty)
 
     def touches(self, vpc: str) -> bool:
-        return vpc in self.vpcs or any(v == vpc for v, _s in self.subnets)
+        return (vpc in self.vpcs or any(v == vpc for v, _s in self.subnets)
+                or any(v == vpc for v, _b in self.balancers))
 
     def cells(self, vpc: str) -> list[str]:
         """The cells of `vpc` this deletion still holds."""
         out = cells_of(self.vpcs[vpc]) if vpc in self.vpcs else []
-        return out + [subnet_key(v, s) for v, s in self.subnets if v == vpc]
+        return (out + [subnet_key(v, s) for v, s in self.subnets if v == vpc]
+                + [balancer_key(v, b) for v, b in self.balancers if v == vpc])
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +293,15 @@ class SceneFolder:
                 g = _with(g, peerings={**g.peerings, k: f.peerings[k]})
             case AppStopped():
                 g = _with(g, apps={**g.apps, (ev.vpc, ev.subnet): ev.port})
+            case LoadBalancerDeleted() if ev.vpc in f.vpcs and ev.name in f.vpcs[ev.vpc].balancers:
+                lb = f.vpcs[ev.vpc].balancers[ev.name]
+                g = _with(g, balancers={**g.balancers, (ev.vpc, ev.name): lb})
+            case PortUnexposed() if ev.vpc in f.vpcs:
+                k = port_key(ev.host_port, ev.protocol)
+                e = f.vpcs[ev.vpc].exposures.get(k)
+                if e is None:
+                    return
+                g = _with(g, exposures={**g.exposures, (ev.vpc, k): e})
             case _:
                 return
         self.ghosts[cid] = g
@@ -311,13 +355,16 @@ class SceneFolder:
 def _with(g: Ghost, vpcs: Mapping[str, Vpc] | None = None,
           subnets: Mapping[tuple[str, str], Subnet] | None = None,
           peerings: Mapping[str, Peering] | None = None,
-          apps: Mapping[tuple[str, str], int] | None = None) -> Ghost:
+          apps: Mapping[tuple[str, str], int] | None = None,
+          balancers: Mapping[tuple[str, str], Balancer] | None = None,
+          exposures: Mapping[tuple[str, str], Exposure] | None = None) -> Ghost:
     """The ghost with some of its maps replaced (each frozen)."""
     def frozen(m: Mapping[Any, Any] | None, old: Mapping[Any, Any]) -> Mapping[Any, Any]:
         return old if m is None else MappingProxyType(dict(m))
 
     return Ghost(g.command_id, g.kind, g.seq, frozen(vpcs, g.vpcs), frozen(subnets, g.subnets),
-                 frozen(peerings, g.peerings), frozen(apps, g.apps))
+                 frozen(peerings, g.peerings), frozen(apps, g.apps), frozen(balancers, g.balancers),
+                 frozen(exposures, g.exposures))
 
 
 _ON: dict[type, Callable[[SceneFolder, Any, Envelope], None]] = {

@@ -119,7 +119,7 @@
     return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
   }
   function pill(outcome, kind) {
-    const deleting = outcome === 'pending' && /^(delete-|cleanup|unpeer|stop-app)/.test(kind || '');
+    const deleting = outcome === 'pending' && /^(delete-|cleanup|unpeer|unexpose|stop-app)/.test(kind || '');
     const text = deleting ? 'deleting' : outcome;
     return el('span', { class: `pill ${deleting ? 'deleting' : outcome}` }, text);
   }
