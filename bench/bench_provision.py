@@ -19,6 +19,7 @@ way, <= 2x the floor, p50 < 50 ms, p99 < 200 ms, RSS < 150 MB, no-op check of 40
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -37,7 +38,7 @@ from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, ChangeFailed
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.service import Orchestrator
-from vpcq.testing.sandbox import build_internet, sweep
+from vpcq.testing.sandbox import build_internet, started_with, sweep
 from vpcq.workers.kernel import netns
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,6 +340,11 @@ def restore(inst: Instance, tok: str) -> None:
     inst.start(1)
     asyncio.run(inst.run(topology(tok, 25, 4)))
     inst.stop()
+    # what a reboot does: the resolvers die with everything else (a dnsmasq left running
+    # would hold its router namespace, and the uplink in it, alive after the unmount below)
+    for pid in started_with(inst.home / "dns"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for name in netns.list_names():
         if tok in name and name not in (f"{tok}h", f"{tok}i"):
             netns.remove(name)  # what a reboot does to them

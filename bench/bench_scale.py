@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,7 @@ from vpcq.events.jobs import JobQueue
 from vpcq.events.schema import ChangeApplied, Envelope
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.service import Orchestrator
-from vpcq.testing.sandbox import build_internet, sweep
+from vpcq.testing.sandbox import build_internet, started_with, sweep
 from vpcq.workers.kernel import netns
 
 VPCQ = str(Path(sys.executable).with_name("vpcq"))  # the command a user runs
@@ -224,6 +226,9 @@ def host_phases(png: Path | None, rounds: int, before: str | None) -> None:
 def rebuild(h: Host, create_ms: float, baseline: set[str]) -> None:
     """The host's subnets rebuilt from the log after a simulated reboot, against creating them."""
     h.vpcq("up", "--workers", "0")  # a reboot: no worker, nothing of vpcq's in the kernel
+    for pid in started_with(h.home / "dns"):  # nor a resolver, which holds its router alive
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for x in h.ours():
         netns.remove(x)
     quiesce(h.tok, baseline)  # the kernel tears their interfaces down asynchronously
