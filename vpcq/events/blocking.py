@@ -166,8 +166,7 @@ class BlockingRedis:
             query = {k: v[-1] for k, v in parse_qs(u.query).items()}
             u.port  # noqa: B018 (a port that is not a number raises here, not mid-connect)
         except ValueError as e:
-            raise ConfigError(f"the Redis URL {describe_url(url)!r} does not parse: {short(e)} "
-                              "(set VPCQ_REDIS_URL to redis://HOST:PORT/DB or unix://PATH)") from None
+            raise bad_url(url, e) from None
         try:
             if u.scheme == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -270,6 +269,12 @@ class BlockingRedis:
     async def pubsub_numsub(self, *args: str) -> list[tuple[bytes, int]]:
         flat = self.call("PUBSUB", "NUMSUB", *args)
         return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+def bad_url(url: str, e: BaseException) -> ConfigError:
+    """One line saying a Redis URL does not parse (never its password)."""
+    return ConfigError(f"the Redis URL {describe_url(url)!r} does not parse: {short(e)} "
+                       "(set VPCQ_REDIS_URL to redis://HOST:PORT/DB or unix://PATH)")
 
 
 def unreachable(url: str, e: BaseException) -> ConfigError:

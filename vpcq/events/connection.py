@@ -7,9 +7,8 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
-from vpcq.config import QUEUE, describe_url
-from vpcq.errors import ConfigError
-from vpcq.events.blocking import CONNECT_TIMEOUT, TIMEOUT, short, unreachable
+from vpcq.config import QUEUE
+from vpcq.events.blocking import CONNECT_TIMEOUT, TIMEOUT, bad_url, unreachable
 from vpcq.events.jobs import job_dumps, job_loads
 
 
@@ -19,8 +18,7 @@ async def connect(url: str, *, check: bool = True) -> ArqRedis:
         pool = ConnectionPool.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT,
                                        socket_timeout=TIMEOUT)
     except ValueError as e:  # redis-py's words, which never repeat the URL
-        raise ConfigError(f"the Redis URL {describe_url(url)!r} does not parse: {short(e)} "
-                          "(set VPCQ_REDIS_URL to redis://HOST:PORT/DB or unix://PATH)") from None
+        raise bad_url(url, e) from None
     redis = ArqRedis(
         pool_or_conn=pool,
         job_serializer=job_dumps,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
-from vpcq.events.schema import Firewall, LbTarget, LinkNet
+from vpcq.events.schema import DeletionKind, Firewall, LbTarget, LinkNet
 from vpcq.events.types import (
     Actor,
     Address,
@@ -35,8 +35,7 @@ Status = Literal["pending", "applied", "failed"]
 # Commands that remove things. A deletion goes forward: it is retried until the kernel holds
 # none of what it removes, never rolled back into re-creating it (AWS's "deleting" state,
 # Kubernetes finalizers), and never cancelled by an earlier change's failure.
-DELETIONS = frozenset({"delete-subnet", "delete-vpc", "unpeer-vpcs", "stop-app", "cleanup",
-                       "unexpose", "delete-lb"})
+DELETIONS = frozenset(get_args(DeletionKind))  # the kinds a CommandRedecided may name
 
 
 def is_deletion(kind: str) -> bool:
