@@ -80,6 +80,21 @@ def test_a_malformed_network_is_refused_even_as_a_rule_source(value):
     assert not ok(types.Cidr, value)
 
 
+@settings(max_examples=3000, deadline=None)
+@given(address=st.integers(0, 2**32 - 1), length=st.integers(0, 32))
+def test_the_network_checks_agree_with_ipaddress(address, length):
+    """The checks of networks read from the log are integer arithmetic, not ipaddress:
+    they accept and refuse exactly what ipaddress says, for every address and length."""
+    import ipaddress
+
+    value = f"{ipaddress.IPv4Address(address)}/{length}"
+    net = ipaddress.IPv4Network(value, strict=False)
+    exact = str(net) == value
+    assert ok(types.Cidr, value) is exact
+    usable = exact and not any(net.overlaps(r) for r, _ in types.RESERVED)
+    assert ok(types.Network, value) is usable
+
+
 def test_a_rule_may_name_any_network_but_a_vpc_only_a_usable_one():
     assert ok(types.Cidr, "0.0.0.0/0") and ok(types.Cidr, "127.0.0.0/8")
     assert ok(types.VpcNetwork, "10.0.0.0/16") and ok(types.VpcNetwork, "100.128.0.0/16")

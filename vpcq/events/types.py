@@ -111,24 +111,41 @@ RESERVED: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
 )
 
 
+# the same ranges as (first, last) integers, for the check made on every network read
+_RESERVED_SPANS: tuple[tuple[int, int, str], ...] = tuple(
+    (int(net.network_address), int(net.broadcast_address), f"{net}, {why}") for net, why in RESERVED
+)
+
+
+def _span(value: str) -> tuple[int, int]:
+    """The first and last address of a network its pattern has matched ("a.b.c.d/n"), as
+    integers; ValueError if host bits are set. Integer arithmetic, not ipaddress: a replay
+    from a cold cache checks every distinct network of the log once."""
+    addr, _, length = value.partition("/")
+    a, b, c, d = addr.split(".")
+    first = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+    host = (1 << (32 - int(length))) - 1
+    if first & host:
+        net = first & ~host
+        raise ValueError(f"{value!r} has host bits set (the network is "
+                         f"{net >> 24}.{net >> 16 & 255}.{net >> 8 & 255}.{net & 255}/{length})")
+    return first, first | host
+
+
 @functools.lru_cache(maxsize=65536)
 def _network(value: str) -> str:
     """`value` if it is a network with no host bits set, else ValueError saying why."""
-    addr, _, length = value.partition("/")
-    net = ipaddress.IPv4Network((addr, int(length)), strict=False)
-    if str(net) != value:
-        raise ValueError(f"{value!r} has host bits set (the network is {net})")
+    _span(value)
     return value
 
 
 @functools.lru_cache(maxsize=65536)
 def _usable(value: str) -> str:
     """`value` if it is a network with no host bits set outside every reserved range."""
-    _network(value)
-    net = ipaddress.IPv4Network(value)
-    for reserved, why in RESERVED:
-        if net.overlaps(reserved):
-            raise ValueError(f"{value} overlaps {reserved}, {why}")
+    first, last = _span(value)
+    for lo, hi, why in _RESERVED_SPANS:
+        if first <= hi and lo <= last:
+            raise ValueError(f"{value} overlaps {why}")
     return value
 
 
