@@ -330,3 +330,52 @@ def test_a_repair_record_without_a_correlation_id_reads_back():
     c = Commit(seq=1, command_id="repair", correlation_id="", actor="w@h", time="t",
                versions=(1,), events=(DriftRepaired(vpcs=("a",), steps=("create netns a-web",)),))
     assert decode(b'{"s":1,' + encode(c)[1:]).correlation_id == ""
+
+
+def _entry(seq: int, body: bytes | None = None, entry_id: bytes | None = None, n: int = 1):
+    c = Commit(seq=seq, command_id=f"c{seq}", correlation_id="r", actor="t@h", time="t",
+               versions=(1,) * n, events=(_subnet_event(),) * n)
+    data = b'{"s":%d,' % seq + encode(c)[1:] if body is None else body
+    return (b"%d-0" % seq if entry_id is None else entry_id), {b"c": data}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(["good", "pair", "not-json", "id-zero-padded", "id-mismatch",
+                                 "inside", "version-extra", "control", "old-layout"]),
+                min_size=1, max_size=8))
+def test_a_page_is_checked_as_entry_by_entry(kinds):
+    """Reader.check_page's inline path gives what check() gives for each entry, in order,
+    whatever mix of good and poisoned entries a page holds."""
+    from vpcq.events.store import Reader
+
+    page, seq = [], 1
+    for kind in kinds:
+        if kind == "good":
+            page.append(_entry(seq))
+        elif kind == "pair":
+            page.append(_entry(seq, n=2))
+            seq += 1
+        elif kind == "not-json":
+            page.append(_entry(seq, body=b"{not json"))
+        elif kind == "id-zero-padded":
+            page.append(_entry(seq, entry_id=b"0%d-0" % seq))
+        elif kind == "id-mismatch":
+            page.append(_entry(seq, entry_id=b"%d-0" % (seq + 7)))
+        elif kind == "inside":
+            page.append(_entry(max(seq - 1, 1)))  # starts inside the one before
+        elif kind == "version-extra":
+            entry_id, fields = _entry(seq)
+            fields[b"c"] = fields[b"c"].replace(b'"v":[1]', b'"v":[1,1]')
+            page.append((entry_id, fields))
+        elif kind == "control":
+            entry_id, fields = _entry(seq)
+            fields[b"c"] = fields[b"c"].replace(b'"a":"t@h"', b'"a":"t@h\\u001b[2J"')
+            page.append((entry_id, fields))
+        else:
+            page.append((b"%d-0" % seq, {b"e": b'{"type":"nothing"}'}))
+        seq += 1
+    one_by_one = Reader()
+    expected = [one_by_one.check(entry_id, fields) for entry_id, fields in page]
+    paged = Reader()
+    assert paged.check_page(page) == expected
+    assert paged.last == one_by_one.last
