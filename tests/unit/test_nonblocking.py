@@ -133,3 +133,49 @@ def test_an_observation_of_apps_reads_their_pid_files_off_the_loop(tmp_path: Pat
     ticks, took = asyncio.run(_ticks_during(Apps(tmp_path).observe(obs)))
     assert took >= 0.3 and threads and "MainThread" not in threads
     assert ticks >= 15, f"the loop ran {ticks} times in {took:.2f} s"
+
+
+def test_the_socket_cache_is_sized_by_the_descriptor_limit(monkeypatch):
+    """A whole-host observation enters every namespace once per driver: a cache smaller than
+    the host's namespaces misses on every lookup (least recently used, same order each
+    time). So it holds what the descriptor limit allows, two sockets a namespace."""
+    import resource
+
+    from vpcq.workers.kernel import netlink
+
+    for soft, budget in ((1024, 256), (20000, 9744), (1 << 20, 524032)):
+        monkeypatch.setattr(resource, "getrlimit", lambda _r, s=soft: (s, 1 << 20))
+        assert netlink.channel_budget() == budget
+        assert netlink.Netlink().max_open == budget
+    assert netlink.Netlink(max_open=3).max_open == 3
+
+
+def test_the_descriptor_limit_is_raised_up_to_the_hard_one(monkeypatch):
+    import resource
+
+    from vpcq.workers.kernel import netlink
+
+    set_to: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "setrlimit", lambda _r, v: set_to.append(v))
+    for soft, hard, want in ((1024, 524288, (65536, 524288)), (1024, 4096, (4096, 4096)),
+                             (100000, 524288, None), (4096, 4096, None)):
+        set_to.clear()
+        monkeypatch.setattr(resource, "getrlimit", lambda _r, s=soft, h=hard: (s, h))
+        netlink.raise_descriptor_limit()
+        assert set_to == ([want] if want else [])
+
+
+def test_the_wire_layer_loads_only_the_parts_of_pyroute2_it_uses():
+    """pyroute2's own __init__ imports the whole library; wire.py defers it until one of the
+    package's names is asked for, which still works."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import vpcq.workers.kernel.wire; "
+            "print(sorted(m for m in ('pyroute2.ndb', 'pyroute2.ipdb', 'pyroute2.iproute') "
+            "if m in sys.modules)); "
+            "from pyroute2 import IPRoute, NetlinkError; import pyroute2; "
+            "print(IPRoute.__name__, NetlinkError.__name__, bool(pyroute2.__version__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/").stdout.splitlines()
+    assert out == ["[]", "IPRoute NetlinkError True"]

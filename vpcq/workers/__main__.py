@@ -52,9 +52,10 @@ def main() -> int:
     logs.configure(config.paths().logs / f"{name}.log", verbose=args.verbose)
     host = os.environ.get("VPCQ_NETNS")
     try:
-        if host:
-            from vpcq.workers.kernel import netns
+        from vpcq.workers.kernel import netlink, netns
 
+        netlink.raise_descriptor_limit()  # before the Kernel sizes its socket cache by it
+        if host:
             netns.enter(host)  # before any thread exists, so every thread starts there
         if args.cmd == "run":
             if args.lock is not None and proc.HeldLock.take(args.lock) is None:
@@ -104,7 +105,7 @@ async def _run(name: str, burst: bool) -> None:
 
 
 async def _drift(args: Any) -> int:
-    from vpcq.workers.process import make_controller
+    from vpcq.workers.controller import make_controller
 
     controller, redis = await make_controller("drift")
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -37,6 +38,29 @@ T = TypeVar("T")
 GONE = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
 CREATE = NLM_F_CREATE | NLM_F_EXCL
 FEW = 8  # up to this many links of a namespace are looked up one by one, not dumped
+FDS_PER_CHANNEL = 2  # a channel holds a route socket and a netfilter one (wire.open_sockets)
+FDS_KEPT = 512  # descriptors left for everything else: Redis, files, pipes to iptables
+
+
+def channel_budget() -> int:
+    """How many namespaces may keep their sockets open, within this process's descriptor
+    limit: a whole-host observation looks into every namespace of the host, through each
+    driver in turn, so a cache smaller than the namespaces thrashes (least recently used
+    first, in the same order each time: every lookup misses, and each namespace is entered
+    once per driver instead of once)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(64, (soft - FDS_KEPT) // FDS_PER_CHANNEL)
+
+
+def raise_descriptor_limit(wanted: int = 1 << 16) -> None:
+    """The soft limit on open descriptors up to `wanted` (at most the hard limit), as
+    network daemons do: each namespace vpcq looks into keeps two sockets open."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +91,11 @@ class Netlink:
     Sockets pin their namespace, so `forget` one before removing the namespace.
     """
 
-    def __init__(self, max_open: int = 512) -> None:
+    def __init__(self, max_open: int | None = None) -> None:
         # one plain socket per namespace, for many namespaces: a no-op reconcile looks into
         # all of them
         self._channels: OrderedDict[str | None, wire.Channel] = OrderedDict()
-        self.max_open = max_open
+        self.max_open = channel_budget() if max_open is None else max_open
         # name -> ifindex, filled by dumps and lookups (ifindexes are not reused soon)
         self._index: dict[str | None, dict[str, int]] = {}
         self._inode: dict[str, int | None] = {}  # the namespace each cached socket is bound to
