@@ -55,7 +55,7 @@ def test_a_thread_left_in_another_namespace_goes_home_before_its_next_call(net: 
     with ThreadPoolExecutor(n) as callers:
         strayed = list(callers.map(lambda _: netns._in_thread(stray), range(n)))
         assert strayed == [netns.inode(net.host)] * n
-        back = list(callers.map(lambda _: netns.run_in(None, where), range(n)))
+        back = list(callers.map(lambda _: netns._in_thread(where), range(n)))
     assert back == [mine] * n
 
 
@@ -72,3 +72,30 @@ def test_a_new_namespace_has_no_ipv6_on_links_made_in_it_later(net: Net):
         assert probe.save(ns, "ip", "-6", "-o", "addr", "show") == ""
     finally:
         netns.remove(ns)
+
+
+def test_a_call_from_a_thread_of_our_own_runs_on_it_and_comes_back(net: Net):
+    """The kernel's netlink thread enters namespaces itself (no hand-off to the pool), and is
+    back in the process's namespace after each call, even one that raised."""
+    host = netns.inode(net.host)
+    mine = os.stat("/proc/self/ns/net").st_ino
+    seen: list[tuple[int, int]] = []
+
+    def fail() -> None:
+        raise RuntimeError("inside")
+
+    def caller() -> None:
+        me = threading.get_ident()
+        for _ in range(5):
+            seen.append(netns.run_in(net.host, lambda: (threading.get_ident(), _ns_here())))
+            seen.append((me, _ns_here()))
+        with pytest.raises(RuntimeError):
+            netns.run_in(net.host, fail)
+        seen.append((me, _ns_here()))
+
+    t = threading.Thread(target=caller)
+    t.start()
+    t.join(30)
+    assert len(seen) == 11
+    assert {ident for ident, _ in seen} == {t.ident}  # all on the caller's thread
+    assert [ns for _, ns in seen] == [host, mine] * 5 + [mine]

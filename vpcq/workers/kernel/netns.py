@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -51,7 +52,9 @@ def path(name: str) -> str:
         raise KernelError("find", f"namespace {name!r}"[:80], str(e)) from None
 
 
+@functools.cache
 def _nsfs_dev() -> int:
+    """The device of nsfs, the one filesystem of every namespace file (fixed for the boot)."""
     return os.stat("/proc/self/ns/net").st_dev
 
 
@@ -139,6 +142,18 @@ def _in_thread(fn: Callable[[], T]) -> T:
     return _threads().submit(_homed(fn)).result()
 
 
+def _off_main(fn: Callable[[], T]) -> T:
+    """Run `fn`, which enters a namespace and comes back, on the calling thread if it is not
+    the main one (the kernel's netlink thread), else on a pool thread: the main thread never
+    leaves the process's namespace. A hand-off to the pool waits twice for the GIL, which the
+    event loop's thread holds while it plans, and a whole-host observation or a rebuild
+    enters every namespace of the host."""
+    if threading.current_thread() is threading.main_thread():
+        return _in_thread(fn)
+    _home()
+    return fn()
+
+
 async def _in_thread_async(fn: Callable[[], T]) -> T:
     return await asyncio.wrap_future(_threads().submit(_homed(fn)))
 
@@ -170,7 +185,7 @@ def _no_ipv6() -> None:
 def create(name: str) -> None:
     """Create a named namespace (like `ip netns add`); an existing one is left alone."""
     try:
-        _in_thread(_creator(name))
+        _off_main(_creator(name))
     except OSError as e:
         raise KernelError("create", f"netns {name}", str(e)) from e
 
@@ -228,9 +243,10 @@ def remove(name: str) -> None:
 def run_in(name: str | None, fn: Callable[[], T]) -> T:
     """Run `fn` inside namespace `name` (None: the process's own) on a pool thread, and wait.
 
-    Processes started by `fn` inherit that namespace.
+    Processes started by `fn` inherit that namespace. Called from a thread other than the
+    main one, that thread enters and comes back itself (see `_off_main`).
     """
-    return _in_thread(_entering(name, fn))
+    return _off_main(_entering(name, fn))
 
 
 async def arun_in(name: str | None, fn: Callable[[], T]) -> T:
