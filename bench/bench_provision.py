@@ -365,7 +365,7 @@ def restore(inst: Instance, tok: str) -> None:
         "import asyncio, os, time\n"
         "from vpcq.workers.kernel import netns\n"
         "netns.enter(os.environ['VPCQ_NETNS'])\n"
-        "from vpcq.workers.process import make_controller\n"
+        "from vpcq.workers.controller import make_controller\n"
         "async def main():\n"
         "    controller, r = await make_controller('bench')\n"
         "    await controller.cache.refresh()\n"

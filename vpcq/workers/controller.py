@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence, Set
+from typing import Any
 
 from vpcq.config import DEFAULT_HOST
 from vpcq.errors import DomainError
@@ -161,3 +162,23 @@ class Controller:
                 raise DomainError("vpc", f"{v} is on host {self.cache.host_of(v)}, not on this "
                                          f"one ({self.host}): run it there")
         return list(names) or [v for v in self.cache.known() if self.cache.host_of(v) == self.host]
+
+
+def build_controller(redis: Any, name: str) -> Controller:
+    """The controller of this host's workers, on `redis` (arq's, or a connection of its own)."""
+    from vpcq import config
+
+    store = EventStore(redis, config.KEY_PREFIX)
+    p = config.paths()
+    kernel = Kernel(p.apps, p.run / "host-rules.lock", rules_dir=p.run / "rules", dns_dir=p.dns)
+    return Controller(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name,
+                      config.host_id(), Faults.from_env())
+
+
+async def make_controller(name: str) -> tuple[Controller, Any]:
+    """A controller outside arq (for `drift` and `repair`: they load no arq)."""
+    from vpcq import config
+    from vpcq.events.connection import connect
+
+    redis = await connect(config.redis_url())
+    return build_controller(redis, name), redis

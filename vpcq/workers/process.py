@@ -21,14 +21,11 @@ from redis.exceptions import RedisError
 from vpcq import config
 from vpcq.errors import KernelError, LockLost
 from vpcq.events.connection import connect
-from vpcq.events.jobs import APPLY, LEGACY, JobQueue, job_dumps, job_loads, wake_channel
-from vpcq.events.store import EventStore
+from vpcq.events.jobs import APPLY, LEGACY, job_dumps, job_loads, wake_channel
 from vpcq.orchestrator.state import State
-from vpcq.workers.controller import Controller, NotReady
-from vpcq.workers.faults import Faults
+from vpcq.workers.controller import Controller, NotReady, build_controller
 from vpcq.workers.health import HealthChecker
-from vpcq.workers.kernel.kernel import Kernel
-from vpcq.workers.locks import Busy, Locks
+from vpcq.workers.locks import Busy
 from vpcq.workers.reconciler import DeleteIncomplete
 
 log = structlog.get_logger("vpcq.worker")
@@ -69,20 +66,6 @@ async def apply(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
             log.warning("repair incomplete, retrying", error=str(e))
             raise Retry(defer=1.0) from None
         raise
-
-
-def build_controller(redis: Any, name: str) -> Controller:
-    store = EventStore(redis, config.KEY_PREFIX)
-    p = config.paths()
-    kernel = Kernel(p.apps, p.run / "host-rules.lock", rules_dir=p.run / "rules", dns_dir=p.dns)
-    return Controller(store, JobQueue(redis), Locks(redis, config.KEY_PREFIX), kernel, name,
-                      config.host_id(), Faults.from_env())
-
-
-async def make_controller(name: str) -> tuple[Controller, Any]:
-    """A controller outside arq (for `drift` and `repair`)."""
-    redis = await connect(config.redis_url())
-    return build_controller(redis, name), redis
 
 
 async def startup(ctx: dict[str, Any]) -> None:

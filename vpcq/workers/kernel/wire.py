@@ -17,6 +17,8 @@ The formats are the kernel's stable ABI: <linux/netlink.h>, <linux/rtnetlink.h>,
 from __future__ import annotations
 
 import errno
+import importlib
+import importlib.util
 import os
 import socket
 import struct
@@ -25,10 +27,46 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2.netlink import nlmsg
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+def _bare_package(name: str) -> None:
+    """Put package `name` in sys.modules without running its __init__ until one of its own
+    names is asked for; its submodules import as usual.
+
+    pyroute2's __init__ imports the whole library (IPDB, NDB, wireless, IPVS, 9p...): 100 ms
+    of every worker's, `vpcq drift`'s and `vpcq repair`'s start, for the four message classes
+    used here. Code that wants the package's names (`from pyroute2 import IPRoute`) still gets
+    them: the first such lookup runs the __init__ into the module.
+    """
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    loading = False
+
+    def __getattr__(attr: str) -> Any:
+        nonlocal loading
+        if loading or (attr.startswith("__") and attr not in ("__all__", "__version__")):
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+        if importlib.util.find_spec(f"{name}.{attr}") is not None:  # `from pyroute2 import
+            return importlib.import_module(f"{name}.{attr}")  # config`, as its submodules do
+        loading = True
+        delattr(module, "__getattr__")
+        loader.exec_module(module)
+        return getattr(module, attr)
+
+    setattr(module, "__getattr__", __getattr__)  # noqa: B010 (a module's own __getattr__, PEP 562)
+    sys.modules[name] = module
+
+
+_bare_package("pyroute2")
+
+from pyroute2.netlink import nlmsg  # noqa: E402
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
+from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
