@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 from vpcq.errors import KernelError
 from vpcq.orchestrator.rules import EMPTY_FILTER
 from vpcq.orchestrator.topology import Rules
-from vpcq.workers.kernel import hostrules, iptables, netns
+from vpcq.workers.kernel import hostrules, iptables
 from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
 
@@ -105,8 +105,6 @@ class NamespaceRules:
 
     def _identity(self, ns: str) -> int | None:
         """The namespace `ns` names now, None if it names none (on the netlink thread)."""
-        if netns.inode(ns) is None:
-            return None
         try:
             return self.nl.identity(ns)
         except (KernelError, OSError):

@@ -44,6 +44,20 @@ _ROUTER = re.compile(rf"^{ROUTER_NS_PREFIX}[a-z0-9][a-z0-9-]{{0,31}}$")
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
+_FOUND: list[str] = []
+
+
+def _dnsmasq() -> str:
+    """dnsmasq's path on vpcq's PATH, looked up once found (an observation compares the
+    command line of every router's resolvers: a PATH search each costs a stat per directory)."""
+    if not _FOUND:
+        exe = shutil.which("dnsmasq", path=_ENV["PATH"])
+        if exe is None:
+            return "dnsmasq"
+        _FOUND.append(exe)
+    return _FOUND[0]
+
+
 class Resolvers:
     """Resolver. Starting one waits for dnsmasq to bind its addresses (it reports a failure
     before it detaches); stopping one, for it to exit."""
@@ -100,8 +114,7 @@ class Resolvers:
             return f.read(1 << 20)
 
     def _argv(self, ns: str, role: str) -> list[str]:
-        exe = shutil.which("dnsmasq", path=_ENV["PATH"]) or "dnsmasq"
-        return [exe, f"--conf-file={self._path(ns, role, 'conf')}",
+        return [_dnsmasq(), f"--conf-file={self._path(ns, role, 'conf')}",
                 f"--pid-file={self._path(ns, role, 'pid')}",
                 f"--log-facility={self._path(ns, role, 'log')}"]
 
