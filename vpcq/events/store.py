@@ -158,7 +158,7 @@ def decode(data: bytes) -> Commit:
     if not plain_json(data):
         _shown(data)
     try:
-        c = COMMIT.validate_json(data, strict=True)
+        c: Commit = _commit_validator()(data, strict=True)
         if len(c.versions) != len(c.events):
             raise BadEntry(f"{len(c.events)} events but {len(c.versions)} schema versions")
         # a stored version is never above today's, so at the latest one nothing is stale
@@ -333,12 +333,13 @@ class Reader:
 
 
 def _commit_validator() -> Any:
-    """COMMIT's pydantic-core validate_json, called directly (its schema is built on first
-    use, as every model's is)."""
+    """Commit's own pydantic-core validate_json, called directly (its schema is built on first
+    use, as every model's is). The model's, not COMMIT's: a TypeAdapter's validator takes the
+    adapter's config, and so would cache strings (see `Frozen`)."""
     global _VALIDATE
     if _VALIDATE is None:
-        COMMIT.rebuild()
-        _VALIDATE = COMMIT.validator.validate_json
+        Commit.model_rebuild()
+        _VALIDATE = Commit.__pydantic_validator__.validate_json
     return _VALIDATE
 
 
