@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs `vpcq --help` 15%
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 from vpcq.cli.parser import RENAMED, REPLACED, UsageError, build
 
