@@ -11,6 +11,7 @@ cost per subnet of each phase and their ratio (goal: deleting costs no more than
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
@@ -44,8 +45,11 @@ def ours() -> list[str]:
 
 
 def main() -> int:
-    vpcs = int(sys.argv[1]) if len(sys.argv) > 1 else 250
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("vpcs", nargs="?", type=int, default=250, help="VPCs x 4 subnets (default 250)")
+    ap.add_argument("rounds", nargs="?", type=int, default=3, help="rounds (default 3)")
+    args = ap.parse_args()
+    vpcs, rounds = args.vpcs, args.rounds
     if os.geteuid() != 0:
         print("the benchmark needs root (network namespaces)", file=sys.stderr)
         return 3

@@ -18,6 +18,7 @@ way, <= 2x the floor, p50 < 50 ms, p99 < 200 ms, RSS < 150 MB, no-op check of 40
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -244,19 +245,27 @@ async def latency(inst: Instance, tok: str, n: int = 60) -> list[float]:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--restore-only"]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("vpcs", nargs="?", type=int, default=100, help="VPCs in the batch (default 100)")
+    ap.add_argument("subnets", nargs="?", type=int, default=4, help="subnets a VPC (default 4)")
+    ap.add_argument("--restore-only", action="store_true",
+                    help="only the restore phase: rebuild after a simulated reboot, no-op check, drift")
+    args = ap.parse_args()
+    if args.restore_only:
         tok = "bench" + secrets.token_hex(2)
         build_internet(tok)
+        home = None
         try:
             with embedded_redis() as (home, url):
                 restore(Instance(home, url, tok), tok)
         finally:
+            # the resolvers and apps too, even after a failure or ^C: then the namespaces
+            sweep(tok, home if home is not None else Path("/nonexistent"))
             for name in netns.list_names():
                 if tok in name:
                     netns.remove(name)
         return
-    vpcs = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    subnets = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    vpcs, subnets = args.vpcs, args.subnets
     n = vpcs * subnets
     tok = "bench" + secrets.token_hex(2)
     print(f"bench_provision: {vpcs} VPCs x {subnets} subnets = {n} subnets, "
