@@ -111,10 +111,10 @@ async def replay_bench(url: str, rounds: int = 5) -> dict[str, float]:
         state = await loader.at(N_EVENTS)  # the real path: read, check, decode, fold from event 1
         full_s.append(time.perf_counter() - t0)
         ratios.append(full_s[-1] / (raw_s[-1] + rust_s[-1]))
-        del state
         if k == 0:
             raw_s, rust_s, full_s, ratios = [], [], [], []
-    state = await loader.at(N_EVENTS)
+        if k < rounds:
+            del state  # freed outside the next round's timing
     assert state.seq == N_EVENTS, state.seq
     commits = [c async for page in store.pages() for c in page]
     t0 = time.perf_counter()

@@ -259,11 +259,8 @@ def main() -> None:
             with embedded_redis() as (home, url):
                 restore(Instance(home, url, tok), tok)
         finally:
-            # the resolvers and apps too, even after a failure or ^C: then the namespaces
+            # its resolvers, apps and namespaces, even after a failure or ^C
             sweep(tok, home if home is not None else Path("/nonexistent"))
-            for name in netns.list_names():
-                if tok in name:
-                    netns.remove(name)
         return
     vpcs, subnets = args.vpcs, args.subnets
     n = vpcs * subnets

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs `vpcq --help` 15%
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+from collections.abc import Sequence
 
 from vpcq.cli.parser import RENAMED, REPLACED, UsageError, build
 

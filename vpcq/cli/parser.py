@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs `vpcq --help` 15%
+
+TYPE_CHECKING = False  # not typing's: importing typing adds 2 ms to every command's start
 
 if TYPE_CHECKING:
     from typing import Any, NoReturn

@@ -13,8 +13,10 @@ import socket
 from collections.abc import Sequence, Set
 from typing import Any
 
+from vpcq import config
 from vpcq.config import DEFAULT_HOST
 from vpcq.errors import DomainError
+from vpcq.events.connection import connect
 from vpcq.events.jobs import JobQueue
 from vpcq.events.store import EventStore
 from vpcq.orchestrator.diff import Step
@@ -166,8 +168,6 @@ class Controller:
 
 def build_controller(redis: Any, name: str) -> Controller:
     """The controller of this host's workers, on `redis` (arq's, or a connection of its own)."""
-    from vpcq import config
-
     store = EventStore(redis, config.KEY_PREFIX)
     p = config.paths()
     kernel = Kernel(p.apps, p.run / "host-rules.lock", rules_dir=p.run / "rules", dns_dir=p.dns)
@@ -177,8 +177,5 @@ def build_controller(redis: Any, name: str) -> Controller:
 
 async def make_controller(name: str) -> tuple[Controller, Any]:
     """A controller outside arq (for `drift` and `repair`: they load no arq)."""
-    from vpcq import config
-    from vpcq.events.connection import connect
-
     redis = await connect(config.redis_url())
     return build_controller(redis, name), redis
