@@ -102,6 +102,24 @@ def test_reading_pages_through_a_long_log(redis_url, client):
     run(go())
 
 
+def test_pages_are_read_as_redis_sends_them(redis_url, client):
+    """The store reads pages without the client's conversion of each entry into a dict (see
+    RAW_XRANGE): on both clients an entry comes as [id, [field, value]], and a read from the
+    start or from the middle of a commit gives the same events as folding them."""
+    async def go():
+        r, store = await _store(redis_url, client)
+        events = decide(cmd("create-vpc", name="a", cidr="10.0.0.0/16"), INITIAL)
+        envs = envelopes(INITIAL, events, "c1")
+        await store.append(envs, expected_version=0)
+        (entry,) = await store._range("-", "+")
+        assert entry[0] == b"1-0" and list(entry[1][::2]) == [b"c"] and len(entry[1]) == 2
+        assert await store.read() == envs
+        assert [e.seq for e in await store.read(after=1)] == [2]  # inside the first commit
+        await r.aclose()
+
+    run(go())
+
+
 def test_eight_racing_creates_of_one_name_give_exactly_one_vpc(redis_url):
     async def one(i):
         r = await connect(redis_url)

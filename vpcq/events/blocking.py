@@ -45,6 +45,7 @@ class Requests(Protocol):
     def pubsub_numsub(self, *args: str) -> Any: ...
     def pipeline(self, transaction: bool = ...) -> Any: ...
     def register_script(self, script: str) -> Any: ...
+    def execute_command(self, *args: Any) -> Any: ...
 
 
 class ReplyError(Exception):
@@ -129,6 +130,9 @@ class Pipeline:
 
     def xrevrange(self, name: str, max: str = "+", min: str = "-", count: int | None = None) -> Pipeline:
         return self._add(("XREVRANGE", name, max, min, *_count(count)), _entries)
+
+    def execute_command(self, *args: Any) -> Pipeline:
+        return self._add(args)
 
     async def execute(self) -> list[Any]:
         requests, self.requests = self.requests, []
@@ -230,6 +234,11 @@ class BlockingRedis:
 
     async def aclose(self) -> None:
         self.sock.close()
+
+    async def execute_command(self, *args: Any) -> Any:
+        """Any request, its reply as Redis sent it (as redis-py gives it for a command name
+        it has no converter for)."""
+        return self.call(*args)
 
     async def ping(self) -> bool:
         return self.call("PING") == b"PONG"  # type: ignore[no-any-return]

@@ -103,6 +103,12 @@ return cur
 
 PAGE = 2000  # entries per XRANGE
 
+# XRANGE for a replay, its reply left as Redis sends it. redis-py converts a reply by the
+# name of its command (each entry's fields into a dict), and has no converter for the name
+# as bytes; Redis reads command names in any form. A dict for each of a replay's entries
+# costs more than reading the entry, and the reader needs only its one field.
+RAW_XRANGE = b"XRANGE"
+
 
 class Fence(Protocol):
     """Locks an append must still hold (a worker's lease)."""
@@ -300,36 +306,44 @@ class Reader:
         return c
 
     def check_page(self, page: list[Any]) -> list[Commit | Rejected]:
-        """`check` of each entry of an XRANGE page, with the common case inline: a page whose
-        entries all hold a commit in plain JSON (see `plain_json`: one scan of the page's
+        """`check` of each entry of an XRANGE page as Redis sends it (`[id, [field, value,
+        ...]]`, see `EventStore._range`), with the common case inline: a page whose entries
+        all hold one field, a commit, in plain JSON (see `plain_json`: one scan of the page's
         bytes for all of them), each of today's schema versions, each numbered as its id
         says and after the one before. Anything else is checked by `check`, which says why.
         """
-        bodies = [fields.get(b"c") for _, fields in page]
+        bodies: list[Any] = [flat[1] if len(flat) == 2 and flat[0] == b"c" else None for _, flat in page]
         if None in bodies or not plain_json(b"".join(bodies)):
-            return [self.check(entry_id, fields) for entry_id, fields in page]
+            return [self.check(entry_id, _fields(flat)) for entry_id, flat in page]
         validate = _commit_validator()
         out: list[Commit | Rejected] = []
+        append = out.append
         last = self.last
-        for (entry_id, fields), body in zip(page, bodies, strict=True):
+        for (entry_id, flat), body in zip(page, bodies, strict=True):
             try:
-                c: Commit | None = validate(body, strict=True)
+                c: Commit = validate(body, strict=True)
             except ValidationError:
-                c = None
-            # the id check: `<seq>-0`, as decode_entry's pattern says, is the only form that
-            # formats back to itself
-            if c is None or b"%d-0" % c.seq != entry_id or (last is not None and c.seq <= last) \
-                    or len(c.versions) != len(c.events) or min(c.versions) != _LATEST \
-                    or max(c.versions) != _LATEST:
-                self.last = last
-                checked = self.check(entry_id, fields)  # the slow path: upcast, or say why
-                out.append(checked)
-                last = self.last
-                continue
-            out.append(c)
-            last = c.seq + len(c.events) - 1
+                pass
+            else:
+                seq, n = c.seq, len(c.events)
+                # one version per event, each today's; and the id check: `<seq>-0`, as
+                # decode_entry's pattern says, is the only form that formats back to itself
+                # (None, nothing taken yet, as 0: an id's seq is 1 or above, see _ID)
+                if seq > (last or 0) and c.versions.count(_LATEST) == n == len(c.versions) \
+                        and entry_id == b"%d-0" % seq:
+                    append(c)
+                    last = seq + n - 1
+                    continue
+            self.last = last
+            append(self.check(entry_id, _fields(flat)))  # the slow path: upcast, or say why
+            last = self.last
         self.last = last
         return out
+
+
+def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
+    """An entry's fields as redis-py gives them: {field: value}."""
+    return dict(zip(flat[::2], flat[1::2], strict=False))
 
 
 def _commit_validator() -> Any:
@@ -473,13 +487,13 @@ class EventStore:
         if after > 0:  # one round trip: the commit holding event `after`, and the first page
             pipe = self.redis.pipeline(transaction=False)
             pipe.xrevrange(self.stream, f"{after}-0", "-", count=1)
-            pipe.xrange(self.stream, f"({after}-0", last, count=PAGE)
+            pipe.execute_command(RAW_XRANGE, self.stream, f"({after}-0", last, "COUNT", PAGE)
             prev, page = await pipe.execute()
             head = _straddling(reader, prev, after, upto)
             if head is not None:
                 yield [head]
         else:
-            page = await self.redis.xrange(self.stream, "-", last, count=PAGE)
+            page = await self._range("-", last)
         more: Any = None  # an asyncio.Future: the next page, asked for before this one is decoded
         check = reader.check_page
         try:
@@ -488,7 +502,7 @@ class EventStore:
                 if start is not None and self._prefetch:
                     import asyncio  # loaded already: only an asyncio client prefetches
 
-                    more = asyncio.ensure_future(self.redis.xrange(self.stream, start, last, count=PAGE))
+                    more = asyncio.ensure_future(self._range(start, last))
                     await asyncio.sleep(0)  # let the request go out before decoding
                 commits = check(page)
                 if upto is not None:  # only the range's last commit can overrun `upto`
@@ -500,10 +514,16 @@ class EventStore:
                 if more is not None:
                     page, more = await more, None
                 else:
-                    page = await self.redis.xrange(self.stream, start, last, count=PAGE) if start else []
+                    page = await self._range(start, last) if start else []
         finally:
             if more is not None:  # the reader stopped early
                 more.cancel()
+
+    async def _range(self, start: str, last: str) -> list[Any]:
+        """A page of XRANGE, as Redis sends it: [id, [field, value, ...]] for each entry."""
+        reply: list[Any] = await self.redis.execute_command(RAW_XRANGE, self.stream, start, last,
+                                                            "COUNT", PAGE)
+        return reply
 
     async def follow(self, after: int, block_ms: int = 1000) -> AsyncIterator[Envelope]:
         """Events after `after`, waiting for new ones (rejected entries left out); runs until
