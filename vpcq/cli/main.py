@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
-from vpcq.cli.parser import RENAMED, REPLACED, UsageError, build
+TYPE_CHECKING = False  # not typing's, nor collections.abc: `vpcq --help` imports neither
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `vpcq` and `vpcctl`."""
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = build()
+    from vpcq.cli import usage
+
+    if usage.is_overview(args):  # `vpcq`, `vpcq --help`: no parser to build
+        print(usage.overview())
+        return 0
+    from vpcq.cli.parser import RENAMED, REPLACED, UsageError, build, command_of
+
+    parser = build(only=command_of(args))
     try:
         ns = parser.parse_args(args)
     except UsageError as e:
         print(f"vpcq: error: {e}", file=sys.stderr)
         return 2
-    if ns.cmd is None:
-        parser.print_help()
+    if ns.cmd is None:  # only options, -v among them (the overview's case is above)
+        print(usage.overview())
         return 0
     if ns.cmd in RENAMED:
         print(f"vpcq: note: `{ns.cmd}` is called `{RENAMED[ns.cmd]}` now", file=sys.stderr)

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from vpcq.cli.usage import COMMANDS, DESCRIPTION, EPILOG, overview
+
 TYPE_CHECKING = False  # not typing's: importing typing adds 2 ms to every command's start
 
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
-EPILOG = """\
-examples (the tutorial's scenario):
-  vpcq up --workers 2
-  vpcq create-vpc my-vpc 10.0.0.0/16
-  vpcq add-subnet my-vpc web-subnet 10.0.1.0/24 --type public
-  vpcq add-subnet my-vpc db-subnet 10.0.2.0/24 --type private
-  vpcq deploy-app my-vpc web-subnet --port 8000
-  vpcq apply-firewall my-vpc web-subnet rules.json
-  vpcq create-vpc other-vpc 10.1.0.0/16 && vpcq peer-vpcs my-vpc other-vpc
-  vpcq expose my-vpc web-subnet 8000 --host-port 8080
-  vpcq create-lb my-vpc web-lb --port 80 --target web-subnet:8000 --target db-subnet:8000
-  vpcq list
-  vpcq log --vpc my-vpc
-  vpcq cleanup
-"""
 
 
 class UsageError(Exception):
@@ -35,6 +22,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+class TopParser(Parser):
+    """`vpcq` itself: its help is the overview main.py prints without building any parser."""
+
+    def format_help(self) -> str:
+        return overview() + "\n"
 
 
 def _count(text: str) -> int:
@@ -78,7 +72,8 @@ def _fmt() -> type[argparse.RawDescriptionHelpFormatter]:
     return argparse.RawDescriptionHelpFormatter
 
 
-def _cmd(sub: Any, name: str, help_: str, example: str) -> argparse.ArgumentParser:
+def _cmd(sub: Any, name: str, example: str) -> argparse.ArgumentParser:
+    help_ = COMMANDS[name]
     p: argparse.ArgumentParser = sub.add_parser(
         name, help=help_, description=help_, epilog=f"example:\n  {example}",
         formatter_class=_fmt(),
@@ -92,11 +87,11 @@ def _wait_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def add_mutations(sub: Any, *, with_flags: bool) -> None:
-    """The commands that change VPCs (also valid as `submit` arguments and batch lines)."""
-    specs: list[tuple[str, str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
-        ("create-vpc", "create a VPC (a router namespace with an uplink)",
-         "vpcq create-vpc my-vpc 10.0.0.0/16 --interface eth0",
+def add_mutations(sub: Any, *, with_flags: bool, only: str | None = None) -> None:
+    """The commands that change VPCs (also valid as `submit` arguments and batch lines); only
+    the one named `only`, if given."""
+    specs: list[tuple[str, str, list[tuple[tuple[str, ...], dict[str, Any]]]]] = [
+        ("create-vpc", "vpcq create-vpc my-vpc 10.0.0.0/16 --interface eth0",
          [(("name",), {}), (("cidr",), {}),
           (("--interface",), {"help": "internet interface for NAT (default: $VPCQ_UPLINK, "
                                       "else the default route's)"}),
@@ -106,42 +101,33 @@ def add_mutations(sub: Any, *, with_flags: bool) -> None:
           (("--dns-upstream",), {"metavar": "ADDR", "help": "where its public subnets' resolver "
                                  "sends names outside the VPC: an address, or none (default: "
                                  "$VPCQ_DNS_UPSTREAM of its workers, else the host's resolver)"})]),
-        ("add-subnet", "add a public or private subnet (a namespace <vpc>-<subnet>)",
-         "vpcq add-subnet my-vpc web-subnet 10.0.1.0/24 --type public",
+        ("add-subnet", "vpcq add-subnet my-vpc web-subnet 10.0.1.0/24 --type public",
          [(("vpc",), {}), (("name",), {}), (("cidr",), {}),
           (("--type",), {"default": "private", "help": "public|private (default private)"})]),
-        ("delete-subnet", "delete a subnet, its namespace and its app",
-         "vpcq delete-subnet my-vpc db-subnet", [(("vpc",), {}), (("name",), {})]),
-        ("deploy-app", "run an HTTP server in a subnet",
-         "vpcq deploy-app my-vpc web-subnet --port 8000",
+        ("delete-subnet", "vpcq delete-subnet my-vpc db-subnet", [(("vpc",), {}), (("name",), {})]),
+        ("deploy-app", "vpcq deploy-app my-vpc web-subnet --port 8000",
          [(("vpc",), {}), (("subnet",), {}),
           (("--port",), {"type": int, "default": 8000, "help": "TCP port (default 8000)"})]),
-        ("stop-app", "stop a subnet's app", "vpcq stop-app my-vpc web-subnet",
+        ("stop-app", "vpcq stop-app my-vpc web-subnet",
          [(("vpc",), {}), (("subnet",), {})]),
-        ("apply-firewall", "apply a security group from the tutorial's JSON file",
-         "vpcq apply-firewall my-vpc web-subnet rules.json",
+        ("apply-firewall", "vpcq apply-firewall my-vpc web-subnet rules.json",
          [(("vpc",), {}), (("subnet",), {}), (("file",), {"help": "JSON rules file, - for stdin"})]),
-        ("peer-vpcs", "peer two VPCs (routes for each other's CIDR only)",
-         "vpcq peer-vpcs my-vpc other-vpc", [(("a",), {}), (("b",), {})]),
-        ("unpeer-vpcs", "remove a peering", "vpcq unpeer-vpcs my-vpc other-vpc",
+        ("peer-vpcs", "vpcq peer-vpcs my-vpc other-vpc", [(("a",), {}), (("b",), {})]),
+        ("unpeer-vpcs", "vpcq unpeer-vpcs my-vpc other-vpc",
          [(("a",), {}), (("b",), {})]),
-        ("delete-vpc", "delete a VPC and everything in it", "vpcq delete-vpc my-vpc",
+        ("delete-vpc", "vpcq delete-vpc my-vpc",
          [(("name",), {})]),
-        ("cleanup", "delete every VPC", "vpcq cleanup",
+        ("cleanup", "vpcq cleanup",
          [(("--host",), {"help": "only the VPCs of this host (needed when VPCs are on several)"})]),
-        ("expose", "publish a port: connections to the host on HOST_PORT (from the internet, the "
-         "host, any VPC) reach PORT of a public subnet or of a balancer",
-         "vpcq expose my-vpc web-subnet 8000 --host-port 8080",
+        ("expose", "vpcq expose my-vpc web-subnet 8000 --host-port 8080",
          [(("vpc",), {}), (("target",), {"metavar": "SUBNET|BALANCER"}),
           (("port",), {"type": int}),
           (("--host-port",), {"type": int, "help": "the host's port (default: PORT)"}),
           (("--protocol",), {"default": "tcp", "help": "tcp|udp (default tcp)"})]),
-        ("unexpose", "stop publishing a host port", "vpcq unexpose my-vpc --host-port 8080",
+        ("unexpose", "vpcq unexpose my-vpc --host-port 8080",
          [(("vpc",), {}), (("--host-port",), {"type": int, "required": True}),
           (("--protocol",), {"default": "tcp", "help": "tcp|udp (default tcp)"})]),
-        ("create-lb", "create a load balancer: an address in the VPC, NAME.VPC.internal, that "
-         "spreads connections to --port over the targets that pass their health checks",
-         "vpcq create-lb my-vpc web-lb --port 80 --target web-subnet:8000 "
+        ("create-lb", "vpcq create-lb my-vpc web-lb --port 80 --target web-subnet:8000 "
          "--target db-subnet:8000 --public 8080",
          [(("vpc",), {}), (("name",), {}),
           (("--port",), {"type": int, "required": True, "help": "the port it listens on"}),
@@ -152,19 +138,20 @@ def add_mutations(sub: Any, *, with_flags: bool) -> None:
                            "help": "also publish it on this port of the host (see expose)"}),
           (("--address",), {"help": "its address (default: the VPC's highest outside its "
                                     "subnets)"})]),
-        ("set-lb-targets", "replace a load balancer's targets", "vpcq set-lb-targets my-vpc web-lb "
+        ("set-lb-targets", "vpcq set-lb-targets my-vpc web-lb "
          "--target web-subnet:8000", [(("vpc",), {}), (("name",), {}),
                                       (("--target",), {"action": "append", "dest": "targets",
                                                        "required": True, "metavar": "SUBNET:PORT"})]),
-        ("delete-lb", "delete a load balancer (and its public port)", "vpcq delete-lb my-vpc web-lb",
+        ("delete-lb", "vpcq delete-lb my-vpc web-lb",
          [(("vpc",), {}), (("name",), {})]),
-        ("rollback", "append the events that bring one VPC back to how it was at SEQ",
-         "vpcq rollback my-vpc --to 42",
+        ("rollback", "vpcq rollback my-vpc --to 42",
          [(("vpc",), {}), (("--to",), {"type": _seq, "required": True, "dest": "to_seq",
                                         "metavar": "SEQ"})]),
     ]  # fmt: skip
-    for name, help_, example, args in specs:
-        p = _cmd(sub, name, help_, example)
+    for name, example, args in specs:
+        if only is not None and name != only:
+            continue
+        p = _cmd(sub, name, example)
         for flags, kw in args:
             p.add_argument(*flags, **kw)
         if with_flags:
@@ -179,75 +166,85 @@ MUTATIONS = {
 }  # fmt: skip
 
 
-def build() -> Parser:
-    """The `vpcq` parser."""
-    p = Parser(
-        prog="vpcq",
-        description="AWS-style VPCs on this Linux host: every command is an event in a log; "
-        "workers build the kernel state from it.",
-        epilog=EPILOG,
-        formatter_class=_fmt(),
-    )
+def build(only: str | None = None) -> Parser:
+    """The `vpcq` parser; with `only`, one that knows just that sub-command (a command line
+    is parsed with the parser of its own command, not all of them: building each costs)."""
+    p = TopParser(prog="vpcq", description=DESCRIPTION, epilog=EPILOG, formatter_class=_fmt())
     p.add_argument("-v", "--verbose", action="store_true", help="also log to stderr")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
-    add_mutations(sub, with_flags=True)
+    if only is None or only in MUTATIONS:
+        add_mutations(sub, with_flags=True, only=only)
+    for name, (example, setup) in _OTHERS.items():
+        if only is None or name == only or (name, only) == ("repair", "reconcile"):
+            setup(_cmd(sub, name, example), sub)
+    return p
 
-    s = _cmd(sub, "submit", "submit one command, or a batch file (one command per line, or a "
-             "JSON list)",
-             "vpcq submit create-vpc prod 10.1.0.0/16   |   vpcq submit -f batch.txt\n"
-             "  echo '[\"create-vpc a 10.2.0.0/16\", {\"kind\": \"create-vpc\", \"name\": \"b\", "
-             "\"cidr\": \"10.3.0.0/16\"}]' | vpcq submit -f -")
-    s.add_argument("-f", "--file", help="batch file: one command per line (# comments), or a JSON "
+
+def command_of(args: list[str]) -> str | None:
+    """The sub-command a command line names (its first word that is not an option: vpcq's
+    own options take no value), if it is one there is."""
+    first = next((a for a in args if not a.startswith("-")), None)
+    return first if first in COMMANDS or first in RENAMED else None
+
+
+def _submit(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("-f", "--file", help="batch file: one command per line (# comments), or a JSON "
                    "list of command lines and {\"kind\": ...} objects; - for stdin")
-    s.add_argument("words", nargs=argparse.REMAINDER, help="a command and its arguments")
-    _wait_flags(s)
+    p.add_argument("words", nargs=argparse.REMAINDER, help="a command and its arguments")
+    _wait_flags(p)
 
-    p_list = _cmd(sub, "list", "show every VPC, subnet, app, peering and kernel name",
-                  "vpcq list --json")
-    p_list.add_argument("--json", action="store_true")
-    lg = _cmd(sub, "log", "the audit trail: who did what, when", "vpcq log --vpc my-vpc --since 10")
-    lg.add_argument("--vpc")
-    lg.add_argument("--since", type=_seq, default=0, metavar="SEQ", help="events after SEQ")
-    lg.add_argument("--json", action="store_true", help="one JSON event per line")
-    st = _cmd(sub, "status", "the fate of a command", "vpcq status 3f2a9c01d4e5b6a7")
-    st.add_argument("command_id")
-    st.add_argument("--json", action="store_true")
-    rp = _cmd(sub, "replay", "the state as it was right after event SEQ, folded from the log",
-              "vpcq replay --to 12 --json")
-    rp.add_argument("--to", type=_seq, dest="to_seq", metavar="SEQ", help="the event to stop at")
-    rp.add_argument("--json", action="store_true")
-    rp.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)  # see REPLACED
 
-    fk = _cmd(sub, "fsck", "check every entry of the log as the readers do: list the ones they "
-              "quarantine (never applied) and a version key that disagrees; exit 1 if any; "
-              "changes nothing", "vpcq fsck --json")
-    fk.add_argument("--json", action="store_true", help="one JSON object per problem")
-    dr = _cmd(sub, "drift", "list every step that would bring the kernel to the log's state, now "
-              "or right after event SEQ (exit 1 if there is any); changes nothing",
-              "vpcq drift my-vpc   |   vpcq drift --at 12")
-    dr.add_argument("vpcs", nargs="*", metavar="VPC", help="default: every VPC of this host")
-    dr.add_argument("--at", type=_seq, dest="at_seq", metavar="SEQ",
-                    help="compare with the state right after this event")
-    dr.add_argument("--json", action="store_true", help="one JSON step per line")
-    repair = "bring the kernel back to the log's state: undo drift, rebuild after a reboot"
-    for rc in (_cmd(sub, "repair", repair, "vpcq repair my-vpc"),
-               # its old name: it works, and is not listed (a sub-command without help=)
-               sub.add_parser("reconcile", description=repair, formatter_class=_fmt())):
+def _json(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("--json", action="store_true")
+
+
+def _log(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("--vpc")
+    p.add_argument("--since", type=_seq, default=0, metavar="SEQ", help="events after SEQ")
+    p.add_argument("--json", action="store_true", help="one JSON event per line")
+
+
+def _status(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("command_id")
+    p.add_argument("--json", action="store_true")
+
+
+def _replay(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("--to", type=_seq, dest="to_seq", metavar="SEQ", help="the event to stop at")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)  # see REPLACED
+
+
+def _fsck(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON object per problem")
+
+
+def _drift(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("vpcs", nargs="*", metavar="VPC", help="default: every VPC of this host")
+    p.add_argument("--at", type=_seq, dest="at_seq", metavar="SEQ",
+                   help="compare with the state right after this event")
+    p.add_argument("--json", action="store_true", help="one JSON step per line")
+
+
+def _repair(p: argparse.ArgumentParser, sub: Any) -> None:
+    # its old name: it works, and is not listed (a sub-command without help=)
+    old = sub.add_parser("reconcile", description=COMMANDS["repair"], formatter_class=_fmt())
+    for rc in (p, old):
         rc.add_argument("vpcs", nargs="*", metavar="VPC", help="default: every VPC of this host")
         rc.add_argument("--json", action="store_true", help="one JSON step per line")
 
-    up = _cmd(sub, "up", "start the embedded Redis and N workers under a supervisor that keeps "
-              "them running; idempotent: after any crash it brings back what is gone and says "
-              "what; returns once Redis answers and the workers take jobs", "vpcq up --workers 2")
-    up.add_argument("--workers", type=_count, default=1, metavar="N",
-                    help="workers of this host ($VPCQ_HOST) to have running (default 1)")
-    _cmd(sub, "down", "stop the supervisor, the workers (each finishes its change) and the "
-         "embedded Redis, keeping the data; never signals a process vpcq did not start",
-         "vpcq down")
-    w = _cmd(sub, "worker", "run one worker in the foreground", "vpcq worker")
-    w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    add_console(sub)
-    return p
+
+def _up(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("--workers", type=_count, default=1, metavar="N",
+                   help="workers of this host ($VPCQ_HOST) to have running (default 1)")
+
+
+def _nothing(p: argparse.ArgumentParser, sub: Any) -> None:
+    pass
+
+
+def _worker(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
 
 
 # ---- the console (docs/architecture.md) ---------------------------------------------------------
@@ -256,19 +253,37 @@ CONSOLE = {"ui", "graph"}
 GRAPH_FORMATS = ("dot", "mermaid", "svg")  # vpcq.console.export.FORMATS, not imported here
 
 
-def add_console(sub: Any) -> None:
-    """`vpcq ui` and `vpcq graph`: pictures of the log, read-only."""
-    ui = _cmd(sub, "ui", "serve the web console: the live topology, the audit log and time travel "
-              "(read-only; on loopback, behind a token it prints)",
-              "vpcq ui   |   vpcq ui --listen 127.0.0.1:9000")
-    ui.add_argument("--listen", default="127.0.0.1:8470", metavar="HOST:PORT",
-                    help="where to listen (default 127.0.0.1:8470; port 0: any free port)")
-    g = _cmd(sub, "graph", "write the topology the console shows, as DOT, Mermaid or SVG",
-             "vpcq graph --format svg -o net.svg   |   vpcq graph --at 12 | dot -Tpng > then.png")
-    g.add_argument("--format", choices=GRAPH_FORMATS, default="dot", help="default dot")
-    g.add_argument("--at", type=_count, metavar="SEQ", dest="at_seq",
+def _ui(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("--listen", default="127.0.0.1:8470", metavar="HOST:PORT",
+                   help="where to listen (default 127.0.0.1:8470; port 0: any free port)")
+
+
+def _graph(p: argparse.ArgumentParser, sub: Any) -> None:
+    p.add_argument("--format", choices=GRAPH_FORMATS, default="dot", help="default dot")
+    p.add_argument("--at", type=_count, metavar="SEQ", dest="at_seq",
                    help="the network as it was right after event SEQ")
-    g.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+
+# the other commands, in the order of the overview: (example, what each adds to its parser)
+_OTHERS: dict[str, tuple[str, Any]] = {
+    "submit": ("vpcq submit create-vpc prod 10.1.0.0/16   |   vpcq submit -f batch.txt\n"
+               "  echo '[\"create-vpc a 10.2.0.0/16\", {\"kind\": \"create-vpc\", \"name\": \"b\", "
+               "\"cidr\": \"10.3.0.0/16\"}]' | vpcq submit -f -", _submit),
+    "list": ("vpcq list --json", _json),
+    "log": ("vpcq log --vpc my-vpc --since 10", _log),
+    "status": ("vpcq status 3f2a9c01d4e5b6a7", _status),
+    "replay": ("vpcq replay --to 12 --json", _replay),
+    "fsck": ("vpcq fsck --json", _fsck),
+    "drift": ("vpcq drift my-vpc   |   vpcq drift --at 12", _drift),
+    "repair": ("vpcq repair my-vpc", _repair),
+    "up": ("vpcq up --workers 2", _up),
+    "down": ("vpcq down", _nothing),
+    "worker": ("vpcq worker", _worker),
+    "ui": ("vpcq ui   |   vpcq ui --listen 127.0.0.1:9000", _ui),
+    "graph": ("vpcq graph --format svg -o net.svg   |   vpcq graph --at 12 | dot -Tpng > then.png",
+              _graph),
+}  # fmt: skip
 
 
 # Old spellings, still typed from habit: what each became. `reconcile` still works (it says
