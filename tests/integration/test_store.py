@@ -369,3 +369,28 @@ def test_an_outcome_fenced_by_locks_its_worker_lost_is_refused_and_writes_nothin
         await r.aclose()
 
     asyncio.run(go())
+
+
+def test_locks_are_taken_all_at_once_or_none(redis_url):
+    """A holder takes every lock of its change in one step: one held by another worker
+    makes it Busy naming that one, and it keeps none of the others; its own go on release."""
+    from vpcq.workers.locks import Busy, Locks
+
+    async def go() -> None:
+        r = await connect(redis_url)
+        locks = Locks(r)
+        async with locks.hold(["b"]):
+            with pytest.raises(Busy, match="vpc b is busy"):
+                async with locks.hold(["c", "a", "b", "d"]):
+                    pass
+            assert await r.exists("vpcq:lock:a", "vpcq:lock:c", "vpcq:lock:d") == 0
+            assert await r.exists("vpcq:lock:b") == 1  # the other holder's, untouched
+        assert await r.exists("vpcq:lock:b") == 0
+        names = [f"v{i}" for i in range(300)]
+        async with locks.hold(names) as lease:
+            assert lease.names == sorted(names)
+            assert await r.exists(*(locks.key(n) for n in names)) == 300
+        assert await r.exists(*(locks.key(n) for n in names)) == 0
+        await r.aclose()
+
+    asyncio.run(go())

@@ -20,9 +20,29 @@ from redis.asyncio import Redis
 
 from vpcq.errors import LockLost, VpcqError
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+# Every lock of a change in one round trip: a repair of a whole host holds one per VPC.
+# Taken in one script, so two holders never deadlock (nothing runs between its SETs); the
+# index of the first one held by someone else is returned (0: all taken), and those this
+# call took before it are let go.
+_TAKE = """
+for i, key in ipairs(KEYS) do
+  if not redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    for j = 1, i - 1 do
+      redis.call('DEL', KEYS[j])
+    end
+    return i
+  end
+end
 return 0
+"""
+_RELEASE = """
+local n = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    n = n + redis.call('DEL', key)
+  end
+end
+return n
 """
 _RENEW = """
 local n = 0
@@ -74,6 +94,7 @@ class Locks:
         self.redis = redis
         self.prefix = prefix
         self.ttl_ms = ttl_ms
+        self._take = redis.register_script(_TAKE)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
 
@@ -82,28 +103,25 @@ class Locks:
 
     @asynccontextmanager
     async def hold(self, names: Sequence[str]) -> AsyncIterator[Lease]:
-        """Hold every lock (taken in sorted order, so two holders never deadlock) or raise Busy."""
+        """Hold every lock (all taken at once) or raise Busy naming one held by another."""
         token = secrets.token_hex(8)
-        taken: list[str] = []
         ordered = sorted(set(names))
+        keys = [self.key(name) for name in ordered]
+        busy = int(await self._take(keys=keys, args=[token, self.ttl_ms])) if keys else 0
+        if busy:
+            raise Busy(ordered[busy - 1])
         try:
-            for name in ordered:
-                key = self.key(name)
-                if not await self.redis.set(key, token, nx=True, px=self.ttl_ms):
-                    raise Busy(name)
-                taken.append(key)
-            lease = Lease(ordered, taken, token, self.ttl_ms / 1000)
+            lease = Lease(ordered, keys, token, self.ttl_ms / 1000)
             renew = asyncio.create_task(self._keep(lease))
             try:
                 yield lease
             finally:
                 renew.cancel()
         finally:
-            for key in reversed(taken):
-                try:
-                    await self._release(keys=[key], args=[token])
-                except Exception:  # Redis gone: the lock lapses by itself
-                    pass
+            try:
+                await self._release(keys=keys, args=[token])
+            except Exception:  # Redis gone: the locks lapse by themselves
+                pass
 
     async def _keep(self, lease: Lease) -> None:
         while not lease.lost:
