@@ -109,6 +109,29 @@ def test_drift_names_each_difference_and_repair_undoes_it(worker: Net):
     assert probe.http(worker.host, "10.1.1.1") is not None
 
 
+def test_drift_and_repair_are_answered_by_a_running_worker(worker: Net):
+    """With a worker of the host up, `vpcq drift` and `vpcq repair` are its answer (a warm
+    process); `--here` runs them in a process of their own, and both say the same."""
+    a, _b = tutorial(worker)
+    router = f"vpcq_{a}"
+    veth = next(ln.split(":")[1].strip().split("@")[0]
+                for ln in probe.save(router, "ip", "-o", "link").splitlines() if " vs-" in ln)
+    subprocess.run(["ip", "-n", router, "link", "del", veth], check=True)
+    asked, here = worker.vpcq("drift"), worker.vpcq("drift", "--here")
+    assert asked.returncode == here.returncode == 1, asked.stderr + here.stderr
+    assert f"create veth {veth}" in asked.stdout and asked.stdout == here.stdout
+    assert worker.vpcq("drift", "bad/name").returncode == 2  # refused by the worker, said here
+    p = worker.vpcq("repair", "--json")
+    assert p.returncode == 0, p.stderr
+    steps = [json.loads(line) for line in p.stdout.splitlines()]
+    assert any(s["op"] == "create" and f"veth {veth}" in s["object"] for s in steps), steps
+    assert worker.vpcq("drift").returncode == 0
+    logged = (worker.home / "log" / "w0.log").read_text()
+    assert logged.count('"observed"') == 3, logged[-2000:]  # drift, repair, drift
+    assert logged.count('"observe refused"') == 1  # the bad name
+    checks(worker, a, _b)
+
+
 def test_rollback_then_drift_at_its_target_agree(worker: Net):
     c = worker.client()
     v = worker.name("r")

@@ -37,6 +37,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vpcq: error: {REPLACED['replay --dry-run' if ns.dry_run else 'replay']}",
               file=sys.stderr)
         return 2
+    if ns.cmd in ("drift", "repair") and not ns.here:
+        from vpcq.cli import observe  # answered by a worker of this host, if one is up
+        from vpcq.errors import VpcqError
+
+        try:
+            code = observe.ask(ns)
+        except VpcqError as e:
+            print(f"vpcq: error: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt:
+            return 130
+        if code is not None:
+            return code
     if ns.cmd in ("worker", "drift", "repair"):
         # these read or change the kernel (pyroute2): run them in a fresh process, not this one
         if ns.cmd == "worker":

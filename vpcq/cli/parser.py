@@ -224,6 +224,12 @@ def _drift(p: argparse.ArgumentParser, sub: Any) -> None:
     p.add_argument("--at", type=_seq, dest="at_seq", metavar="SEQ",
                    help="compare with the state right after this event")
     p.add_argument("--json", action="store_true", help="one JSON step per line")
+    _here(p)
+
+
+def _here(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--here", action="store_true",
+                   help="run it in this process (as root), not in a running worker of this host")
 
 
 def _repair(p: argparse.ArgumentParser, sub: Any) -> None:
@@ -232,6 +238,7 @@ def _repair(p: argparse.ArgumentParser, sub: Any) -> None:
     for rc in (p, old):
         rc.add_argument("vpcs", nargs="*", metavar="VPC", help="default: every VPC of this host")
         rc.add_argument("--json", action="store_true", help="one JSON step per line")
+        _here(rc)
 
 
 def _up(p: argparse.ArgumentParser, sub: Any) -> None:

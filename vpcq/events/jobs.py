@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
-from vpcq.config import DEFAULT_HOST, queue_of
+from vpcq.config import DEFAULT_HOST, KEY_PREFIX, queue_of
 from vpcq.events.blocking import Requests
 
 APPLY = "apply"  # the job: apply a VPC's pending commands
+OBSERVE = "observe"  # the job: `vpcq drift` or `vpcq repair`, answered by a warm worker
+ANSWER_TTL_MS = 60_000  # an answer no client took is gone after this
 
 # arq's keys and payload, as arq 0.28 writes them (arq.constants, arq.jobs.serialize_job):
 # spelled out so that a CLI that queues jobs needs not import arq, which loads redis-py and
@@ -94,6 +97,20 @@ class JobQueue:
         return await self._enqueue(
             [(host, (vpc, True), _id("repair", vpc, host, version, tag)) for vpc, host in jobs])
 
+    async def observe(self, host: str, request: str, what: str, vpcs: list[str],
+                      at: int | None) -> None:
+        """Ask a worker of `host` for `vpcq drift` (`what` "drift") or `vpcq repair` of
+        `vpcs` (none: all of the host's); it pushes its answer to `answer_key(request)`."""
+        await self._enqueue_on(queue_of(host), [((request, what, vpcs, at), f"observe:{request}")],
+                               OBSERVE)
+
+    async def withdraw(self, host: str, job_id: str) -> None:
+        """Take a queued job back (a worker that finds its key gone skips it)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command("ZREM", queue_of(host), job_id)
+        pipe.delete(JOB_KEY_PREFIX + job_id)
+        await pipe.execute()
+
     async def listening(self, hosts: Iterable[str]) -> dict[str, int]:
         """How many workers of each host are up: each listens on its queue's wake channel
         from its first poll on, until it stops (or its connection drops)."""
@@ -112,11 +129,73 @@ class JobQueue:
             queued += await self._enqueue_on(queue, some)
         return queued
 
-    async def _enqueue_on(self, queue: str, jobs: list[tuple[tuple[object, ...], str]]) -> int:
+    async def _enqueue_on(self, queue: str, jobs: list[tuple[tuple[object, ...], str]],
+                          function: str = APPLY) -> int:
         now = round(time.time() * 1000)
         keys = [queue, wake_channel(queue)]
         args: list[str | int | bytes] = [EXPIRES_EXTRA_MS]
         for job_args, job_id in jobs:
             keys += [JOB_KEY_PREFIX + job_id, RESULT_KEY_PREFIX + job_id]
-            args += [job_id, now, job_payload(APPLY, job_args, now)]
+            args += [job_id, now, job_payload(function, job_args, now)]
         return int(await self._enqueue_script(keys=keys, args=args))
+
+
+def answer_key(request: str) -> str:
+    """Where the worker that took an `observe` job pushes its answer (a list of one)."""
+    return f"{KEY_PREFIX}:answer:{request}"
+
+
+class Answer(NamedTuple):
+    """A worker's answer to an `observe` job: the steps (op, what) it found or took, or the
+    error it met (one line) and the exit code it calls for."""
+
+    steps: list[tuple[str, str]]
+    error: str | None = None
+    exit_code: int = 0
+
+    def report(self, what: str, as_json: bool) -> tuple[list[str], int]:
+        """What `vpcq drift` or `vpcq repair` prints on stdout for it, and its exit code
+        (drift: 1 if there is any step). An error is the caller's to say."""
+        out = [json.dumps({"op": op, "object": obj}) if as_json else obj for op, obj in self.steps]
+        if what == "drift":
+            if not self.steps and not as_json:
+                out.append("no drift: the kernel matches the log")
+            return out, 1 if self.steps else 0
+        if not as_json:
+            out.append(f"repaired: {len(self.steps)} step(s)")
+        return out, 0
+
+
+def dump_answer(a: Answer) -> bytes:
+    return job_dumps({"steps": a.steps, "error": a.error, "exit": a.exit_code})
+
+
+MAX_ANSWER = 64 << 20
+
+
+def load_answer(raw: bytes) -> Answer:
+    """An answer as the CLI reads it back from Redis, checked as any entry is (whoever can
+    write to Redis can write one): ValueError unless its lines are one printable line each."""
+    if len(raw) > MAX_ANSWER:
+        raise ValueError(f"it is over {MAX_ANSWER >> 20} MiB")
+    try:
+        d = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValueError("it is not JSON") from None
+    if not isinstance(d, dict) or set(d) != {"steps", "error", "exit"}:
+        raise ValueError("it is not an answer (steps, error, exit)")
+    steps, error, code = d["steps"], d["error"], d["exit"]
+    if not isinstance(steps, list) or not all(
+        isinstance(s, list) and len(s) == 2 and all(_line(x) for x in s) for s in steps
+    ):
+        raise ValueError("its steps are not pairs of printable lines")
+    if not (error is None or _line(error)) or type(code) is not int or not 0 <= code <= 3:
+        raise ValueError("its error is not a printable line with an exit code of 0-3")
+    return Answer([(op, what) for op, what in steps], error, code)
+
+
+def _line(x: object) -> bool:
+    """One line that shows as it is: no control or format character, as `types.escape`
+    makes it (checked here without pydantic, which the types load)."""
+    return isinstance(x, str) and 0 < len(x) <= 2000 and (x.isprintable() or not any(
+        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in x))

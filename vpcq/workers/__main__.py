@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vpcq import config, logs, proc
 from vpcq.errors import ConfigError, VpcqError
-
-if TYPE_CHECKING:
-    from vpcq.orchestrator.diff import Step
-    from vpcq.workers.controller import Controller
 
 
 def main() -> int:
@@ -105,6 +99,8 @@ async def _run(name: str, burst: bool) -> None:
 
 
 async def _drift(args: Any) -> int:
+    from vpcq.events.jobs import Answer
+    from vpcq.events.types import escape
     from vpcq.workers.controller import make_controller
 
     controller, redis = await make_controller("drift")
@@ -112,34 +108,15 @@ async def _drift(args: Any) -> int:
         if args.cmd == "drift":
             steps = await controller.drift(args.vpcs, args.at)
         else:
-            steps = await _repair(controller, args.vpcs)
+            steps = await controller.repair_when_free(args.vpcs)
     finally:
         controller.kernel.close()
         await redis.aclose()
-    for s in steps:
-        print(json.dumps({"op": s.op, "object": s.describe()}) if args.json else s.describe())
-    if args.cmd == "drift":
-        if not steps and not args.json:
-            print("no drift: the kernel matches the log")
-        return 1 if steps else 0
-    if not args.json:
-        print(f"repaired: {len(steps)} step(s)")
-    return 0
-
-
-async def _repair(controller: Controller, vpcs: list[str], wait: float = 15.0) -> list[Step]:
-    """`controller.repair`, waiting for a VPC that a worker is changing (or that a worker killed
-    in the middle of a change still holds: its lock lapses within seconds)."""
-    from vpcq.workers.locks import Busy
-
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return await controller.repair(vpcs)
-        except Busy:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+    # a step may name what someone else put in the kernel: shown escaped, as a worker's are
+    lines, code = Answer([(s.op, escape(s.describe())) for s in steps]).report(args.cmd, args.json)
+    for line in lines:
+        print(line)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ observe, one diff); a group that fails is applied again one command at a time.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from collections.abc import Sequence, Set
 from typing import Any
 
@@ -150,6 +152,18 @@ class Controller:
             state = await self.cache.refresh()
             desired = {v: view_of(state, v) for v in names}
             return await self.reconciler.repair(desired, self._also(state, names), lease)
+
+    async def repair_when_free(self, names: Sequence[str] = (), wait: float = 15.0) -> list[Step]:
+        """`repair`, waiting for a VPC that a worker is changing (or that a worker killed in
+        the middle of a change still holds: its lock lapses within seconds)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return await self.repair(names)
+            except Busy:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
     def _also(self, state: State, names: list[str]) -> list[dict[str, VpcView]]:
         """Views whose objects may be in the kernel besides the desired ones: now, and as

@@ -19,9 +19,21 @@ from arq.worker import Worker as ArqWorker
 from redis.exceptions import RedisError
 
 from vpcq import config
-from vpcq.errors import KernelError, LockLost
+from vpcq.errors import KernelError, LockLost, VpcqError
 from vpcq.events.connection import connect
-from vpcq.events.jobs import APPLY, LEGACY, job_dumps, job_loads, wake_channel
+from vpcq.events.jobs import (
+    ANSWER_TTL_MS,
+    APPLY,
+    LEGACY,
+    OBSERVE,
+    Answer,
+    answer_key,
+    dump_answer,
+    job_dumps,
+    job_loads,
+    wake_channel,
+)
+from vpcq.events.types import NAME_RULE, escape, is_name, show
 from vpcq.orchestrator.state import State
 from vpcq.workers.controller import Controller, NotReady, build_controller
 from vpcq.workers.health import HealthChecker
@@ -30,6 +42,7 @@ from vpcq.workers.reconciler import DeleteIncomplete
 
 log = structlog.get_logger("vpcq.worker")
 JOB_TIMEOUT = 60
+OBSERVE_TIMEOUT = 600
 # On SIGTERM a worker takes no new job and gives the ones it runs this long to finish (then
 # arq cancels them). A job cancelled mid-change leaves a half-applied change for the next
 # worker to finish, and its VPC locked until the lock lapses. Under Docker's 10 s stop grace.
@@ -66,6 +79,64 @@ async def apply(ctx: dict[str, Any], vpc: str, repair: bool = False) -> int:
             log.warning("repair incomplete, retrying", error=str(e))
             raise Retry(defer=1.0) from None
         raise
+
+
+async def observe(ctx: dict[str, Any], request: object, what: object, vpcs: Any,
+                  at: Any) -> int:
+    """`vpcq drift` or `vpcq repair`, in a worker: its log cache, netlink sockets and rules
+    cache are warm, where a process of its own would start, read the log from event 1 and
+    open a socket in every namespace first. The answer goes to `answer_key(request)`."""
+    if not (isinstance(request, str) and len(request) == 16
+            and all(c in "0123456789abcdef" for c in request)):
+        # anyone who can write to Redis can queue a job: this one has no answer key of ours
+        log.warning("observe job refused: its request id is not one the CLI makes",
+                    job_id=ctx.get("job_id"))
+        return 0
+    refused = _refused(what, vpcs, at)
+    if refused is not None:
+        log.warning("observe refused", reason=refused)
+        await _answer(ctx["redis"], request, Answer([], refused, 2))
+        return 0
+    controller: Controller = ctx["controller"]
+    try:
+        if what == "drift":
+            steps = await controller.drift(vpcs, at)
+        else:
+            steps = await controller.repair_when_free(vpcs)
+        # a step may name what someone else put in the kernel (a link name may hold an
+        # escape sequence): shown escaped
+        answer = Answer([(s.op, escape(s.describe())) for s in steps])
+    except VpcqError as e:
+        answer = Answer([], escape(f"{e.where + ': ' if e.where else ''}{e}"), e.exit_code)
+    except Exception as e:  # said to the client, not only logged: it waits for an answer
+        log.exception("observe failed", what=what)
+        answer = Answer([], escape(f"the worker failed: {type(e).__name__}: {e}", 300), 3)
+    await _answer(ctx["redis"], request, answer)
+    log.info("observed", what=what, vpcs=len(vpcs) or "all", steps=len(answer.steps),
+             error=answer.error)
+    return len(answer.steps)
+
+
+def _refused(what: object, vpcs: object, at: object) -> str | None:
+    """Why an observe job's arguments are not what the CLI sends (None: they are)."""
+    if what not in ("drift", "repair"):
+        return "the job asks for neither drift nor repair"
+    if not isinstance(vpcs, list) or not all(isinstance(v, str) for v in vpcs):
+        return "the job's VPCs are not a list of names"
+    bad = next((v for v in vpcs if not is_name(v)), None)
+    if bad is not None:
+        return f"vpc: {show(bad)} is not a valid name ({NAME_RULE})"
+    if not (at is None or (type(at) is int and 0 <= at <= 2**53)):
+        return "the job's --at is not a sequence number"
+    return None
+
+
+async def _answer(redis: Any, request: str, answer: Answer) -> None:
+    key = answer_key(request)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.rpush(key, dump_answer(answer))
+        pipe.pexpire(key, ANSWER_TTL_MS)
+        await pipe.execute()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -248,4 +319,6 @@ async def make_worker(name: str, burst: bool = False) -> Worker:
 def _functions() -> list[Any]:
     from arq.worker import func
 
-    return [func(apply, name=name, timeout=JOB_TIMEOUT) for name in (APPLY, *LEGACY)]
+    return [*(func(apply, name=name, timeout=JOB_TIMEOUT) for name in (APPLY, *LEGACY)),
+            # a repair of a whole host after a reboot takes longer than one VPC's apply
+            func(observe, name=OBSERVE, timeout=OBSERVE_TIMEOUT, max_tries=1)]
