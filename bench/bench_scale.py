@@ -12,6 +12,9 @@ In the same run, each figure beside its baseline:
     0, 500, 1,000 and 2,000 subnets, in a throwaway host namespace as the other benches;
   * rebuilding the first 100 subnets after a simulated reboot (their namespaces removed,
     the workers stopped; `vpcq repair`) against creating them;
+  * a mutation's round trip on the idle host (`vpcq add-subnet`, submit to applied, as a
+    process) beside `vpcq --help` and the worker's part of it (from the log: the time of
+    its outcome minus the time of the command);
   * `vpcq drift` and a no-op `vpcq repair` with 1,100 subnets on the host.
 It draws one PNG, cost per subnet against subnets already on the host (default
 /tmp/vpcq-scale.png; needs the `bench` extra: matplotlib).
@@ -211,6 +214,7 @@ def host_phases(png: Path | None, rounds: int, before: str | None) -> None:
                  "the baseline" if level == 0 else f"{ratio:.2f}x an empty host's (goal <= 1.2x at 1,000)")
             if level == 0:
                 rebuild(h, levels[0], baseline)
+                round_trip(h, rounds)
             if level == 1000:
                 drift_and_repair(h, rounds, before)
         if png is not None:
@@ -237,6 +241,54 @@ def rebuild(h: Host, create_ms: float, baseline: set[str]) -> None:
     line(f"rebuild {h.subnets} subnets after a reboot (`vpcq repair`)", f"{per:.1f} ms/subnet",
          f"{per / create_ms:.2f}x creating them (goal <= 1.5x)")
     h.vpcq("up", "--workers", "2")
+
+
+def round_trip(h: Host, rounds: int) -> None:
+    """`vpcq add-subnet` on an idle host as a user waits for it (the process, until the
+    command is applied), beside `vpcq --help` and what the worker's part took: the time its
+    outcome was appended at minus the time the command was (both stamped on this machine's
+    clock, to the millisecond). Goal: at most 3x `vpcq --help` plus the worker's part."""
+    from datetime import datetime
+
+    from vpcq import config
+
+    vpc = f"{PREFIX}rt"
+    h.vpcq("create-vpc", vpc, "172.31.0.0/16")
+    url = config.redis_url(config.Paths(h.home))
+
+    async def worker_part(after: int) -> float:
+        r = await connect(url)
+        envs = await EventStore(r).read(after=after)
+        await r.aclose()
+        start = next(e for e in envs if e.type == "CommandAccepted")
+        end = next(e for e in envs if e.type == "ChangeApplied" and e.command_id == start.command_id)
+        return (datetime.fromisoformat(end.time) - datetime.fromisoformat(start.time)).total_seconds()
+
+    async def version() -> int:
+        r = await connect(url)
+        v = await EventStore(r).version()
+        await r.aclose()
+        return v
+
+    times: dict[str, list[float]] = {"help": [], "trip": [], "worker": []}
+    for i in range(rounds + 1):  # the first warms up
+        help_ = timed([VPCQ, "--help"], h.env)
+        time.sleep(0.5)  # idle: the workers wait for a job
+        seq = asyncio.run(version())
+        trip = h.vpcq("add-subnet", vpc, f"r{i}", f"172.31.{i}.0/24")
+        if i:
+            times["help"].append(help_)
+            times["trip"].append(trip)
+            times["worker"].append(asyncio.run(worker_part(seq)))
+    help_, trip, work = (median(times[k]) for k in ("help", "trip", "worker"))
+    line("an add-subnet's round trip on the idle host", f"{trip * 1000:.0f} ms",
+         f"the process, submit to applied (rounds: {', '.join(f'{t * 1000:.0f}' for t in times['trip'])})")
+    line("  of it, the worker's part (from the log)", f"{work * 1000:.0f} ms",
+         "from the command's time to its outcome's: queue, apply, append")
+    line("  the rest, the client's", f"{(trip - work) * 1000:.0f} ms",
+         f"{(trip - work) / help_:.2f}x vpcq --help ({help_ * 1000:.0f} ms); goal <= 3x "
+         f"({'met' if trip - work <= 3 * help_ else 'MISSED'})")
+    h.vpcq("delete-vpc", vpc)
 
 
 def drift_and_repair(h: Host, rounds: int, before: str | None) -> None:
