@@ -16,6 +16,7 @@ from vpcq.workers.kernel.driver import Observation, Run
 from vpcq.workers.kernel.netlink import Netlink
 
 T = TypeVar("T")
+Key = tuple[int | None, int | None]  # a namespace's identity and nftables generation
 OnNetlink = Callable[..., Awaitable[Any]]
 
 
@@ -64,7 +65,20 @@ class NamespaceRules:
         read = [ns for ns in owned if obs.all_rules or (ns in obs.scope.rules_ns and not trusted(ns))]
         # read side by side (an iptables-save process each, on the namespace threads): a drift
         # check of 100 VPCs reads 500
-        texts = dict(zip(read, await asyncio.gather(*map(self.read, read)), strict=True))
+        # each namespace's identity and generation in one trip to the netlink thread (a
+        # trip each costs a whole-host check more than the reads it spares), then the
+        # rules of those whose key moved, read side by side
+        keys = await self.netlink(self._keys, read)
+        texts: dict[str, str] = {}
+        stale: list[str] = []
+        for ns in read:
+            text = self._cached(ns, keys[ns])
+            if text is None:
+                stale.append(ns)
+            else:
+                texts[ns] = text
+        texts.update(zip(stale, await asyncio.gather(*(self.read(ns, keys[ns]) for ns in stale)),
+                         strict=True))
         for ns in owned:
             want = obs.desired.get(("rules", ns))
             if ns in texts:
@@ -72,31 +86,47 @@ class NamespaceRules:
             elif isinstance(want, Rules) and (trusted(ns) or want.text == EMPTY_FILTER):
                 obs.put(want)  # left as it was by the change, or vpcq never put rules there
 
-    async def read(self, ns: str) -> str:
-        """A namespace's rules as `iptables-save` prints them (normalised)."""
-        gen = await self.netlink(self._generation, ns)
+    async def read(self, ns: str, key: Key | None = None) -> str:
+        """A namespace's rules as `iptables-save` prints them (normalised); `key`: its
+        identity and generation, if the caller has them already."""
+        if key is None:
+            key = await self.netlink(self._key, ns)
+        identity, gen = key
         if gen is None:
             return await iptables.save(ns) or EMPTY_FILTER
         # a namespace made again starts a new generation count
-        seen = (await self.netlink(self._identity, ns), gen)
-        cached = self._seen.get(ns)
-        if cached is not None and cached[0] == seen:
-            return cached[1]
-        identity = seen[0]
+        seen = (identity, gen)
+        cached = self._cached(ns, key)
+        if cached is not None:
+            return cached
         path = self._file(ns) if identity is not None else None
-        key = (identity, gen) if identity is not None else None
-        kept = hostrules.load(path, key) if path is not None and key is not None else None
+        kept = hostrules.load(path, (identity, gen)) if path is not None and identity is not None \
+            else None
         if kept is not None:
             self._seen[ns] = (seen, kept)
             return kept
         text = await iptables.save(ns) or EMPTY_FILTER
         if await self.netlink(self.nl.generation, ns) == gen:  # nothing changed while it was read
             self._seen[ns] = (seen, text)
-            if path is not None and key is not None:
+            if path is not None and identity is not None:
                 assert self.shared is not None
                 self.shared.mkdir(mode=0o700, exist_ok=True)
-                hostrules.keep(path, key, text)
+                hostrules.keep(path, (identity, gen), text)
         return text
+
+    def _cached(self, ns: str, key: Key) -> str | None:
+        """The rules this process read at `key`, if it did."""
+        cached = self._seen.get(ns)
+        return cached[1] if key[1] is not None and cached is not None and cached[0] == key else None
+
+    def _keys(self, names: list[str]) -> dict[str, Key]:
+        return {ns: self._key(ns) for ns in names}
+
+    def _key(self, ns: str) -> Key:
+        """(identity, nftables generation) of a namespace, on the netlink thread; the
+        identity is only asked for when there is a generation."""
+        gen = self._generation(ns)
+        return (self._identity(ns) if gen is not None else None), gen
 
     def _generation(self, ns: str) -> int | None:
         """The namespace's nftables generation, if iptables' changes move it (on the netlink
