@@ -108,6 +108,29 @@ def open_private(path: Path, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
+def read_bytes(path: str | Path, limit: int, flags: int = 0) -> bytes | None:
+    """At most `limit` bytes of a small file (a pid file, a sysctl, /proc/PID/cmdline), None
+    if it cannot be opened; `flags` added to O_RDONLY | O_CLOEXEC (O_NOFOLLOW for a file of
+    vpcq's own). Without a file object: a whole-host check reads thousands of them."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
+    except OSError:
+        return None
+    try:
+        chunks, left = [], limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def read_identity(path: Path) -> ProcId | None:
     """The identity written in a pid file, None if there is none (or it is not one)."""
     try:

@@ -15,6 +15,7 @@ from typing import ClassVar
 from vpcq.errors import KernelError
 from vpcq.orchestrator.dns import MARK
 from vpcq.orchestrator.topology import ResolvConf
+from vpcq.proc import read_bytes
 from vpcq.workers.kernel.driver import Observation, Run
 
 ETC_NETNS = Path("/etc/netns")
@@ -60,12 +61,8 @@ class ResolvConfs:
 
     def read(self, ns: str) -> str | None:
         """The namespace's resolv.conf, None if there is none (a symlink is not followed)."""
-        try:
-            fd = os.open(self._dir(ns) / FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return None
-        with os.fdopen(fd, errors="replace") as f:
-            return f.read(65536)
+        data = read_bytes(self._dir(ns) / FILE, 65536, os.O_NOFOLLOW)
+        return None if data is None else data.decode(errors="replace")
 
     def write(self, ns: str, text: str) -> None:
         """Replace the file whole (a reader never sees half of it), mode 0644: every program

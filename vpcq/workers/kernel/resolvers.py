@@ -33,7 +33,7 @@ from vpcq.errors import KernelError
 from vpcq.orchestrator import dns
 from vpcq.orchestrator.naming import ROUTER_NS_PREFIX
 from vpcq.orchestrator.topology import Resolver
-from vpcq.proc import ProcId, open_private, signal_process
+from vpcq.proc import ProcId, open_private, read_bytes, signal_process
 from vpcq.workers.kernel import netns
 from vpcq.workers.kernel.driver import Observation, Run
 
@@ -106,12 +106,8 @@ class Resolvers:
         os.replace(tmp, path)
 
     def _read(self, path: Path) -> str | None:
-        try:
-            fd = open_private(path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            return None
-        with os.fdopen(fd, errors="replace") as f:
-            return f.read(1 << 20)
+        data = read_bytes(path, 1 << 20, os.O_NOFOLLOW | os.O_NONBLOCK)
+        return None if data is None else data.decode(errors="replace")
 
     def _argv(self, ns: str, role: str) -> list[str]:
         return [_dnsmasq(), f"--conf-file={self._path(ns, role, 'conf')}",
@@ -211,11 +207,8 @@ class Resolvers:
 
 
 def _cmdline(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0")[:-1]]
-    except OSError:
-        return None
+    data = read_bytes(f"/proc/{pid}/cmdline", 1 << 20)
+    return None if data is None else [a.decode(errors="replace") for a in data.split(b"\0")[:-1]]
 
 
 def host_resolver(paths: tuple[str, ...] = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")

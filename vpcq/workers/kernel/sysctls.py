@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from vpcq.errors import KernelError
 from vpcq.orchestrator.topology import Sysctl
+from vpcq.proc import read_bytes
 from vpcq.safepath import component
 from vpcq.workers.kernel import netns
 from vpcq.workers.kernel.driver import Observation, Run
@@ -50,11 +51,8 @@ def _path(name: str) -> str:
 
 
 def _read(name: str) -> str | None:
-    try:
-        with open(_path(name)) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    data = read_bytes(_path(name), 4096)
+    return None if data is None else data.decode().strip()
 
 
 def _write(name: str, value: str) -> None:
