@@ -18,7 +18,11 @@ def chain_teardown(text: str, chains: list[str]) -> str:
 
 def after_restore(text: str, doc: str) -> str | None:
     after = Ruleset.parse(text).after(doc)
-    return None if after is None else after.render()
+    if after is None:
+        return None
+    # the parse a change keeps for the next one (HostChains) is the parse of the text kept
+    assert Ruleset.parse(after.render()) == after
+    return after.render()
 
 
 def insert_all(rules: list[str], new: list[str]) -> list[str]:

@@ -88,18 +88,22 @@ class HostChains:
             key, text = self.host.read_here()  # what observe read, unless a rule changed since
             # a table vpcq brings into existence gets an owner tag, so that the last VPC's
             # teardown can remove the table too and leave `nft list ruleset` as it found it
-            doc = self._ruleset(text).setup({r.chain: _rules(r) for r in chains},
-                                            [j for r in chains for j in _jumps(r)], OWNED)
-            self.host.restore_here(key, text, doc)
+            rs = self._ruleset(text)
+            doc = rs.setup({r.chain: _rules(r) for r in chains},
+                           [j for r in chains for j in _jumps(r)], OWNED)
+            # the text after it is the next change's to observe: its parse is kept with it
+            # (parsing the host's rules is what grows with its VPCs)
+            self._parsed = self.host.restore_here(key, text, doc, rs) or self._parsed
 
         # read, delete and drop emptied tables under the lock: two workers tearing down the
         # last two VPCs at once must not both try to remove the same table
         def teardown() -> None:
             key, text = self.host.read_here()
-            doc = self._ruleset(text).teardown([r.chain for r in chains])
+            rs = self._ruleset(text)
+            doc = rs.teardown([r.chain for r in chains])
             if doc:
-                self.host.restore_here(key, text, doc)
-            iptables.drop_tables_here(Ruleset.parse(self.host.read_here()[1]).emptied(OWNED))
+                self._parsed = self.host.restore_here(key, text, doc, rs) or self._parsed
+            iptables.drop_tables_here(self._ruleset(self.host.read_here()[1]).emptied(OWNED))
 
         await locked(self.lock, teardown if delete else create)
 

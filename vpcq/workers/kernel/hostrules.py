@@ -72,17 +72,22 @@ class HostRules:
             return None
         return seen[1]
 
-    def restore_here(self, key: Key | None, text: str, doc: str) -> None:
-        """`iptables-restore --noflush` of `doc`, made from `text` read at `key`; the text
-        after it is kept when nobody else changed a rule meanwhile."""
+    def restore_here(self, key: Key | None, text: str, doc: str,
+                     parsed: Ruleset | None = None) -> tuple[str, Ruleset] | None:
+        """`iptables-restore --noflush` of `doc`, made from `text` read at `key` (`parsed`:
+        its parse, if the caller has it); the text after it is kept when nobody else changed
+        a rule meanwhile, and returned with its parse (None when it is not known)."""
         iptables.restore_here(doc, noflush=True)
         if key is None:
-            return
+            return None
         now = key_here()
         if now == (key[0], key[1] + transactions(doc)):
-            after = Ruleset.parse(text).after(doc)
+            after = (parsed or Ruleset.parse(text)).after(doc)
             if after is not None:
-                self._keep(now, after.render())
+                rendered = after.render()
+                self._keep(now, rendered)
+                return rendered, after
+        return None
 
     def _keep(self, key: Key, text: str) -> None:
         self._seen = (key, text)
