@@ -58,6 +58,10 @@ def test_a_command_line_parses_the_same_with_its_own_parser(argv):
 
 def test_a_word_that_is_no_command_gets_the_full_parser_and_its_list():
     assert command_of(["nope"]) is None and command_of(["-v"]) is None
+    for argv in (["-", "list"], ["--", "list"], ["-1", "list"], ["--x", "list"]):
+        assert command_of(argv) is None, argv  # argparse's own error, with every command
+    for argv in (["-v", "list"], ["--verb", "list"], ["-vh", "list"], ["--verbose", "list"]):
+        assert command_of(argv) == "list", argv
     with pytest.raises(UsageError, match=r"invalid choice: 'nope' .*'create-vpc'.*'graph'"):
         build(only=command_of(["nope"])).parse_args(["nope"])
 

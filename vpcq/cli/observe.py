@@ -23,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
 
-WAIT = 660.0  # what a worker may take (its job timeout), and some
+WAIT = 900.0  # a backstop: a job that ends without answering is seen within a second
 SAY_AFTER = 3.0  # a worker busy with other jobs: said once, on stderr
 
 
@@ -48,30 +48,20 @@ async def _ask(redis: BlockingRedis, ns: argparse.Namespace) -> int | None:
     if (await queue.listening([host]))[host] == 0:
         return None
     request = secrets.token_hex(8)
+    job = f"observe:{request}"
     await queue.observe(host, request, ns.cmd, list(ns.vpcs), getattr(ns, "at_seq", None))
-    key = answer_key(request)
-    start = time.monotonic()
-    said = False
-    while True:
-        got = redis.call("BLPOP", key, 1, timeout=TIMEOUT + 1)
-        if got is not None:
-            break
-        waited = time.monotonic() - start
-        if (await queue.listening([host]))[host] == 0:  # they stopped: it is run here instead
-            await queue.withdraw(host, f"observe:{request}")
-            return None
-        if waited > WAIT:
-            await queue.withdraw(host, f"observe:{request}")
-            raise ConfigError(f"no worker of host {host} answered within {WAIT:.0f} s "
-                             "(`vpcq drift --here` runs it in this process)")
-        if not said and waited > SAY_AFTER:
-            print(f"vpcq: waiting for a worker of host {host} (they are busy with other jobs)",
-                  file=sys.stderr)
-            said = True
     try:
-        answer = load_answer(got[1])
+        got = await _wait(redis, queue, host, job, answer_key(request), ns.cmd)
+    except BaseException:  # Ctrl-C among them: a job not started yet is taken back
+        await queue.withdraw(host, job)
+        raise
+    if got is None:
+        await queue.withdraw(host, job)
+        return None
+    try:
+        answer = load_answer(got)
     except ValueError as e:
-        raise ConfigError(f"the answer in {key} is not one a worker writes: {e}") from None
+        raise ConfigError(f"the answer in {answer_key(request)} is not one a worker writes: {e}") from None
     if answer.error is not None:
         print(f"vpcq: error: {answer.error}", file=sys.stderr)
         return answer.exit_code or 1
@@ -79,3 +69,32 @@ async def _ask(redis: BlockingRedis, ns: argparse.Namespace) -> int | None:
     for line in lines:
         print(line)
     return code
+
+
+async def _wait(redis: BlockingRedis, queue: JobQueue, host: str, job: str, key: str,
+                what: str) -> bytes | None:
+    """The answer pushed to `key`; None when nobody will push one: every worker of the host
+    stopped, or the job ended without answering (a worker that does not know `observe`, one
+    killed in the middle of it: arq drops a job tried once already)."""
+    start = time.monotonic()
+    said = False
+    while True:
+        got = redis.call("BLPOP", key, 1, timeout=TIMEOUT + 1)
+        if got is not None:
+            return got[1]  # type: ignore[no-any-return]
+        queued, running = await queue.job_state(job)
+        if not queued or (await queue.listening([host]))[host] == 0:
+            # the answer is pushed before the job's key goes: it may have come meanwhile
+            late = redis.call("LPOP", key)
+            if late is None:
+                print(f"vpcq: note: no worker of host {host} answered; running it here",
+                      file=sys.stderr)
+            return late  # type: ignore[no-any-return]
+        waited = time.monotonic() - start
+        if waited > WAIT:
+            raise ConfigError(f"no worker of host {host} answered within {WAIT:.0f} s "
+                              f"(`vpcq {what} --here` runs it in this process)")
+        if not said and not running and waited > SAY_AFTER:
+            print(f"vpcq: waiting for a worker of host {host} (they are busy with other jobs)",
+                  file=sys.stderr)
+            said = True

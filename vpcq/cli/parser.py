@@ -181,10 +181,16 @@ def build(only: str | None = None) -> Parser:
 
 
 def command_of(args: list[str]) -> str | None:
-    """The sub-command a command line names (its first word that is not an option: vpcq's
-    own options take no value), if it is one there is."""
-    first = next((a for a in args if not a.startswith("-")), None)
-    return first if first in COMMANDS or first in RENAMED else None
+    """The sub-command a command line names: its first word after vpcq's own options (-h,
+    -v, grouped or spelled out, abbreviated as argparse allows), if it is one there is.
+    None for anything else (`-`, `--`, an unknown option): the full parser says what."""
+    for a in args:
+        if a.startswith("--") and len(a) > 2 and ("--help".startswith(a) or "--verbose".startswith(a)):
+            continue
+        if a.startswith("-") and not a.startswith("--") and len(a) > 1 and set(a[1:]) <= {"h", "v"}:
+            continue
+        return a if a in COMMANDS or a in RENAMED else None
+    return None
 
 
 def _submit(p: argparse.ArgumentParser, sub: Any) -> None:

@@ -20,6 +20,7 @@ ANSWER_TTL_MS = 60_000  # an answer no client took is gone after this
 # asyncio (tests/unit/test_jobs.py checks them against arq's own).
 JOB_KEY_PREFIX = "arq:job:"
 RESULT_KEY_PREFIX = "arq:result:"
+IN_PROGRESS_KEY_PREFIX = "arq:in-progress:"
 EXPIRES_EXTRA_MS = 86_400_000
 
 
@@ -110,6 +111,15 @@ class JobQueue:
         pipe.execute_command("ZREM", queue_of(host), job_id)
         pipe.delete(JOB_KEY_PREFIX + job_id)
         await pipe.execute()
+
+    async def job_state(self, job_id: str) -> tuple[bool, bool]:
+        """Whether a job is still queued or running (its key is there until it ends), and
+        whether a worker runs it now."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command("EXISTS", JOB_KEY_PREFIX + job_id)
+        pipe.execute_command("EXISTS", IN_PROGRESS_KEY_PREFIX + job_id)
+        queued, running = await pipe.execute()
+        return bool(queued), bool(running)
 
     async def listening(self, hosts: Iterable[str]) -> dict[str, int]:
         """How many workers of each host are up: each listens on its queue's wake channel

@@ -107,10 +107,12 @@ class Locks:
         token = secrets.token_hex(8)
         ordered = sorted(set(names))
         keys = [self.key(name) for name in ordered]
-        busy = int(await self._take(keys=keys, args=[token, self.ttl_ms])) if keys else 0
-        if busy:
-            raise Busy(ordered[busy - 1])
         try:
+            # inside the try: a take cancelled after Redis ran it still lets its locks go
+            # (the release deletes only what holds this token)
+            busy = int(await self._take(keys=keys, args=[token, self.ttl_ms])) if keys else 0
+            if busy:
+                raise Busy(ordered[busy - 1])
             lease = Lease(ordered, keys, token, self.ttl_ms / 1000)
             renew = asyncio.create_task(self._keep(lease))
             try:
@@ -119,7 +121,8 @@ class Locks:
                 renew.cancel()
         finally:
             try:
-                await self._release(keys=keys, args=[token])
+                if keys:
+                    await self._release(keys=keys, args=[token])
             except Exception:  # Redis gone: the locks lapse by themselves
                 pass
 

@@ -42,7 +42,6 @@ from vpcq.workers.reconciler import DeleteIncomplete
 
 log = structlog.get_logger("vpcq.worker")
 JOB_TIMEOUT = 60
-OBSERVE_TIMEOUT = 600
 # On SIGTERM a worker takes no new job and gives the ones it runs this long to finish (then
 # arq cancels them). A job cancelled mid-change leaves a half-applied change for the next
 # worker to finish, and its VPC locked until the lock lapses. Under Docker's 10 s stop grace.
@@ -108,6 +107,11 @@ async def observe(ctx: dict[str, Any], request: object, what: object, vpcs: Any,
         answer = Answer([(s.op, escape(s.describe())) for s in steps])
     except VpcqError as e:
         answer = Answer([], escape(f"{e.where + ': ' if e.where else ''}{e}"), e.exit_code)
+    except asyncio.CancelledError:  # its timeout, or the worker stopping: said, then let go
+        stopped = Answer([], f"the worker stopped it (after at most {JOB_TIMEOUT} s, or on "
+                             f"its way down): `vpcq {what} --here` runs it in a process of its own", 3)
+        await asyncio.shield(_answer(ctx["redis"], request, stopped))
+        raise
     except Exception as e:  # said to the client, not only logged: it waits for an answer
         log.exception("observe failed", what=what)
         answer = Answer([], escape(f"the worker failed: {type(e).__name__}: {e}", 300), 3)
@@ -320,5 +324,6 @@ def _functions() -> list[Any]:
     from arq.worker import func
 
     return [*(func(apply, name=name, timeout=JOB_TIMEOUT) for name in (APPLY, *LEGACY)),
-            # a repair of a whole host after a reboot takes longer than one VPC's apply
-            func(observe, name=OBSERVE, timeout=OBSERVE_TIMEOUT, max_tries=1)]
+            # the same timeout as apply's: arq holds any job of a killed worker for the
+            # longest timeout of all its functions
+            func(observe, name=OBSERVE, timeout=JOB_TIMEOUT, max_tries=1)]

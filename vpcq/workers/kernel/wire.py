@@ -213,7 +213,7 @@ class Channel:
         nla = _NO_STATS
         if name is not None:
             raw = name.encode() + b"\0"
-            nla = _NLA.pack(_NLA.size + len(raw), IFLA_IFNAME) + raw + b"\0" * (-len(raw) % 4)
+            nla += _NLA.pack(_NLA.size + len(raw), IFLA_IFNAME) + raw + b"\0" * (-len(raw) % 4)
         try:
             msgs, _ = self._request(RTM_GETLINK, NLM_F_REQUEST,
                                     _IFINFO.pack(socket.AF_UNSPEC, 0, index, 0, 0) + nla)
