@@ -62,6 +62,8 @@ def test_a_word_that_is_no_command_gets_the_full_parser_and_its_list():
         assert command_of(argv) is None, argv  # argparse's own error, with every command
     for argv in (["-v", "list"], ["--verb", "list"], ["-vh", "list"], ["--verbose", "list"]):
         assert command_of(argv) == "list", argv
+        assert usage.is_overview(argv[:1]) and not usage.is_overview(argv)
+    assert not any(usage.is_overview([a]) for a in ("-", "--", "-1", "--x", "--helpme"))
     with pytest.raises(UsageError, match=r"invalid choice: 'nope' .*'create-vpc'.*'graph'"):
         build(only=command_of(["nope"])).parse_args(["nope"])
 

@@ -5,7 +5,8 @@ namespace it has seen, the rules it last read. A process of its own starts Pytho
 and the event models, reads the log from event 1 and opens a socket in every namespace
 first: on a host of 1,100 subnets, half of its time. So the CLI queues an `observe` job for
 its host's workers and prints the answer the worker pushes; when no worker of the host is
-up (or all of them stop before answering), the caller runs it in a process of its own.
+up, or none will answer (they all stopped, or the job ended without an answer), the caller
+runs it in a process of its own.
 """
 
 from __future__ import annotations

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from vpcq.cli.usage import COMMANDS, DESCRIPTION, EPILOG, overview
+from vpcq.cli.usage import COMMANDS, DESCRIPTION, EPILOG, is_option, overview
 
 TYPE_CHECKING = False  # not typing's: importing typing adds 2 ms to every command's start
 
 if TYPE_CHECKING:
     from typing import Any, NoReturn
-
 
 
 class UsageError(Exception):
@@ -181,16 +180,11 @@ def build(only: str | None = None) -> Parser:
 
 
 def command_of(args: list[str]) -> str | None:
-    """The sub-command a command line names: its first word after vpcq's own options (-h,
-    -v, grouped or spelled out, abbreviated as argparse allows), if it is one there is.
-    None for anything else (`-`, `--`, an unknown option): the full parser says what."""
-    for a in args:
-        if a.startswith("--") and len(a) > 2 and ("--help".startswith(a) or "--verbose".startswith(a)):
-            continue
-        if a.startswith("-") and not a.startswith("--") and len(a) > 1 and set(a[1:]) <= {"h", "v"}:
-            continue
-        return a if a in COMMANDS or a in RENAMED else None
-    return None
+    """The sub-command a command line names: its first word after vpcq's own options, if it
+    is one there is. None for anything else (`-`, `--`, an unknown option): the full parser
+    says what."""
+    word = next((a for a in args if not is_option(a)), None)
+    return word if word in COMMANDS or word in RENAMED else None
 
 
 def _submit(p: argparse.ArgumentParser, sub: Any) -> None:

@@ -91,13 +91,20 @@ examples (the tutorial's scenario):
 """
 
 USAGE = "usage: vpcq [-h] [-v] COMMAND ..."
-_TOP = {"-h", "--help", "-v", "--verbose"}
+
+
+def is_option(arg: str) -> bool:
+    """Whether `arg` is one of vpcq's own options: -h or -v, grouped (-vh), or spelled out
+    and abbreviated as argparse reads them (--verb)."""
+    if arg.startswith("--"):
+        return len(arg) > 2 and ("--help".startswith(arg) or "--verbose".startswith(arg))
+    return len(arg) > 1 and arg.startswith("-") and set(arg[1:]) <= {"h", "v"}
 
 
 def is_overview(args: list[str]) -> bool:
-    """Whether these arguments ask for the overview: none, or only -h/--help/-v (a bare
-    `vpcq` shows it too)."""
-    return all(a in _TOP for a in args)
+    """Whether these arguments ask for the overview: none, or only vpcq's own options (a
+    bare `vpcq` shows it too)."""
+    return all(is_option(a) for a in args)
 
 
 def overview(width: int | None = None) -> str:

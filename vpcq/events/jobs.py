@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import unicodedata
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from vpcq.config import DEFAULT_HOST, KEY_PREFIX, queue_of
 from vpcq.events.blocking import Requests
+from vpcq.events.text import hidden
 
 APPLY = "apply"  # the job: apply a VPC's pending commands
 OBSERVE = "observe"  # the job: `vpcq drift` or `vpcq repair`, answered by a warm worker
@@ -205,7 +205,5 @@ def load_answer(raw: bytes) -> Answer:
 
 
 def _line(x: object) -> bool:
-    """One line that shows as it is: no control or format character, as `types.escape`
-    makes it (checked here without pydantic, which the types load)."""
-    return isinstance(x, str) and 0 < len(x) <= 2000 and (x.isprintable() or not any(
-        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in x))
+    """One line that shows as it is, as `text.escape` makes one."""
+    return isinstance(x, str) and 0 < len(x) <= 2000 and not hidden(x)

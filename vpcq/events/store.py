@@ -35,7 +35,8 @@ from vpcq.events.schema import (
     Rejected,
     commits_of,
 )
-from vpcq.events.types import escape, explain, hidden_text, plain_json, show
+from vpcq.events.text import escape
+from vpcq.events.types import explain, hidden_text, plain_json, show
 from vpcq.events.upcast import upcast, upcast_event
 
 # ARGV: expected version (-1: any), a lock token ('' for none), then quadruples (once-key,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,6 +28,8 @@ from pydantic import (
     ValidationError,
 )
 from pydantic_core import CoreSchema, core_schema
+
+from vpcq.events.text import escape, hidden
 
 # ---- patterns, and what each stands for in an error message ---------------------------------
 
@@ -257,9 +258,6 @@ def plain_json(data: bytes) -> bool:
     return data.isascii() and b"\\" not in data and b"\x7f" not in data
 
 
-_HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp"))
-
-
 def hidden_text(value: Any) -> str | None:
     """The first string in a parsed JSON value holding a control or format character, if any
     (for an entry that is not `plain_json`)."""
@@ -267,9 +265,7 @@ def hidden_text(value: Any) -> str | None:
     while todo:
         v = todo.pop()
         if isinstance(v, str):
-            if (not v.isascii() or not v.isprintable()) and any(
-                unicodedata.category(ch) in _HIDDEN for ch in v
-            ):
+            if hidden(v):
                 return v
         elif isinstance(v, dict):
             todo += v.keys()
@@ -277,19 +273,6 @@ def hidden_text(value: Any) -> str | None:
         elif isinstance(v, list):
             todo += v
     return None
-
-
-def escape(text: str, limit: int = 2000) -> str:
-    """`text` as one printable line: control and format characters (a newline, an escape
-    sequence, a bidi override) written as \\x.. or \\u.... escapes; at most `limit` characters."""
-    out = []
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or ch == "\\":
-            out.append(ch.encode("unicode_escape").decode() if ch != "\\" else "\\\\")
-        else:
-            out.append(ch)
-    line = "".join(out)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def show(value: Any, limit: int = 60) -> str:

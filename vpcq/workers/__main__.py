@@ -100,7 +100,7 @@ async def _run(name: str, burst: bool) -> None:
 
 async def _drift(args: Any) -> int:
     from vpcq.events.jobs import Answer
-    from vpcq.events.types import escape
+    from vpcq.events.text import escape
     from vpcq.workers.controller import make_controller
 
     controller, redis = await make_controller("drift")

@@ -33,7 +33,8 @@ from vpcq.events.jobs import (
     job_loads,
     wake_channel,
 )
-from vpcq.events.types import NAME_RULE, escape, is_name, show
+from vpcq.events.text import escape
+from vpcq.events.types import NAME_RULE, is_name, show
 from vpcq.orchestrator.state import State
 from vpcq.workers.controller import Controller, NotReady, build_controller
 from vpcq.workers.health import HealthChecker

@@ -314,7 +314,7 @@ class Channel:
 
 
 # Without a link's statistics (IFLA_EXT_MASK): the kernel sums each one's per-CPU counters
-# for every link it dumps, and they are a third of each message, for nothing vpcq reads.
+# for every link it dumps, and they are a quarter of each message, for nothing vpcq reads.
 _NO_STATS = _NLA.pack(_NLA.size + 4, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
 
 
